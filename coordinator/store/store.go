@@ -1,0 +1,126 @@
+// Package store defines what the coordinator keeps durably: users, tokens,
+// groups, tasks with their leases, logs and artifact records, and hosts. Two
+// implementations exist, sqlite (the embedded default) and postgres, and
+// both pass the conformance suite in storetest.
+//
+// Every method that changes a running attempt is fenced by its LeaseRef: a
+// stale token gets tasks.ErrStaleLease and changes nothing.
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/mitolab/mito/tasks"
+)
+
+// Store is the coordinator's durable state. Methods return *tasks.Error
+// values for domain failures (ENotFound, EConflict, EStaleLease, EInvalid)
+// and wrapped driver errors otherwise. All methods are safe for concurrent use.
+type Store interface {
+	// CreateUser creates a user and their personal group (same name, user
+	// is admin) in one transaction. EConflict if a user or group of that
+	// name exists.
+	CreateUser(ctx context.Context, u tasks.User) error
+	// GetUser returns a user, with PasswordHash. ENotFound if none.
+	GetUser(ctx context.Context, name string) (tasks.User, error)
+	// ListUsers returns all users ordered by name.
+	ListUsers(ctx context.Context) ([]tasks.User, error)
+	// UpdateUser sets Admin, Disabled and PasswordHash of an existing user
+	// (the name selects it). ENotFound if none.
+	UpdateUser(ctx context.Context, u tasks.User) error
+	// CountUsers returns how many users exist; the coordinator creates the
+	// first admin when it is zero.
+	CountUsers(ctx context.Context) (int, error)
+
+	// CreateToken stores a token hash.
+	CreateToken(ctx context.Context, t tasks.Token) error
+	// LookupToken returns the token with this hash and its user.
+	// ENotFound if there is none; expiry is the caller's to check.
+	LookupToken(ctx context.Context, hash string) (tasks.Token, tasks.User, error)
+	// DeleteToken removes one token; removing a missing one is not an error.
+	DeleteToken(ctx context.Context, hash string) error
+	// DeleteUserTokens removes every token of a user (disable, password reset).
+	DeleteUserTokens(ctx context.Context, user string) error
+
+	// CreateGroup creates a group with creator as admin. EConflict if a
+	// group or user of that name exists.
+	CreateGroup(ctx context.Context, name, creator string) (tasks.Group, error)
+	// GetGroup returns a group with its members ordered by user name.
+	GetGroup(ctx context.Context, name string) (tasks.Group, error)
+	// ListUserGroups returns the groups user is a member of, with Role set,
+	// ordered by name.
+	ListUserGroups(ctx context.Context, user string) ([]tasks.Group, error)
+	// SetMember adds a member or changes their role. ENotFound if the
+	// group or the user does not exist.
+	SetMember(ctx context.Context, group, user string, role tasks.Role) error
+	// RemoveMember removes a member. ENotFound if they were not one.
+	RemoveMember(ctx context.Context, group, user string) error
+	// Role returns user's role in group: RoleNone if not a member,
+	// ENotFound if the group does not exist.
+	Role(ctx context.Context, user, group string) (tasks.Role, error)
+
+	// CreateTasks stores normalized specs as queued tasks, all or none,
+	// and returns them with IDs and CreatedAt set. retryOf is 0 or the task
+	// the new ones retry.
+	CreateTasks(ctx context.Context, creator string, specs []tasks.Spec, retryOf tasks.ID) ([]tasks.Task, error)
+	// GetTask returns one task. ENotFound if none.
+	GetTask(ctx context.Context, id tasks.ID) (tasks.Task, error)
+	// ListTasks returns the tasks that match f, newest (highest ID) first.
+	ListTasks(ctx context.Context, f tasks.Filter) ([]tasks.Task, error)
+	// CancelTask moves a queued or running task to cancelled, ending any
+	// lease. EConflict if the task is already final.
+	CancelTask(ctx context.Context, id tasks.ID, now time.Time) (tasks.Task, error)
+
+	// Claim leases up to p.Max queued tasks that the host may run, best
+	// first (priority descending, then ID ascending), in one statement.
+	// Each claimed task becomes running with Attempt+1 and a new token.
+	Claim(ctx context.Context, p ClaimParams) ([]tasks.Assignment, error)
+	// Renew extends the leases that are still current to now+ttl and
+	// returns the refs that are not (stale token, or task no longer running).
+	Renew(ctx context.Context, refs []tasks.LeaseRef, now time.Time, ttl time.Duration) (stale []tasks.LeaseRef, err error)
+	// Finish ends the attempt with its result. EStaleLease if the ref is not
+	// current; EInvalid if the result's state is not an end state.
+	Finish(ctx context.Context, ref tasks.LeaseRef, r tasks.Result) (tasks.Task, error)
+	// RequeueExpired handles every running task whose lease expired before
+	// now: back to queued when attempts remain, else failed with Error
+	// "host lost". It returns the tasks it changed.
+	RequeueExpired(ctx context.Context, now time.Time) ([]tasks.Task, error)
+
+	// AppendLog stores a chunk of an attempt's output at byte offset off.
+	// Writing the same offset twice keeps the first (retries are safe).
+	// EStaleLease unless ref is current.
+	AppendLog(ctx context.Context, ref tasks.LeaseRef, s tasks.Stream, off int64, data []byte) error
+	// ReadLog returns up to limit bytes of an attempt's stream from offset
+	// off, in order. An attempt with no output returns no bytes and no error.
+	ReadLog(ctx context.Context, id tasks.ID, attempt int, s tasks.Stream, off int64, limit int) ([]byte, error)
+
+	// AddArtifact records an artifact whose content is already in the
+	// artifact store. EStaleLease unless ref is current; a second record of
+	// the same name for the same attempt replaces the first.
+	AddArtifact(ctx context.Context, ref tasks.LeaseRef, a tasks.Artifact) error
+	// ListArtifacts returns a task's artifacts, of every attempt, ordered
+	// by attempt then name.
+	ListArtifacts(ctx context.Context, id tasks.ID) ([]tasks.Artifact, error)
+
+	// PutHost creates or replaces a host's record.
+	PutHost(ctx context.Context, h tasks.Host) error
+	// ListHosts returns all hosts ordered by name, with Running counted
+	// from the tasks table.
+	ListHosts(ctx context.Context) ([]tasks.Host, error)
+	// GetHost returns one host. ENotFound if none.
+	GetHost(ctx context.Context, name string) (tasks.Host, error)
+
+	// Close releases the store's connections.
+	Close() error
+}
+
+// ClaimParams describes who claims and for how long.
+type ClaimParams struct {
+	Host   string
+	Groups []string // the groups the host serves
+	Tags   []string // the host's tags; a task matches when its tags ⊆ these
+	Max    int
+	TTL    time.Duration
+	Now    time.Time
+}

@@ -1,0 +1,92 @@
+package tasks
+
+// Messages of the worker protocol, spoken by a shim (over its SSH or pipe
+// link) or a standalone `mito worker` (over TCP) to the coordinator. Every
+// write for a task carries its LeaseRef.
+//
+//	POST /worker/v1/register             RegisterRequest  → RegisterResponse
+//	POST /worker/v1/claim                ClaimRequest     → ClaimResponse     (long poll)
+//	POST /worker/v1/heartbeat            HeartbeatRequest → HeartbeatResponse (long poll)
+//	POST /worker/v1/tasks/{id}/log       raw bytes; query attempt, stream, offset; header X-Mito-Lease
+//	PUT  /worker/v1/tasks/{id}/artifacts/{name...}  raw bytes; query attempt; header X-Mito-Lease
+//	POST /worker/v1/tasks/{id}/finish    FinishRequest    → Task
+//
+// Calls after register carry the session in the X-Mito-Session header.
+
+// RegisterRequest starts a worker session. Over a pipe or SSH link the
+// coordinator already knows the host and ignores Name, Groups, Tags and Slots.
+type RegisterRequest struct {
+	Name    string   `json:"name"`
+	Groups  []string `json:"groups,omitempty"`
+	Tags    []string `json:"tags,omitempty"`
+	Slots   int      `json:"slots,omitempty"`
+	Version string   `json:"version,omitempty"`
+	OS      string   `json:"os,omitempty"`
+	Arch    string   `json:"arch,omitempty"`
+	// Running lists attempts the worker still runs from an earlier session,
+	// so that a reconnecting host can keep them if their leases still hold.
+	Running []LeaseRef `json:"running,omitempty"`
+}
+
+// RegisterResponse configures the worker for its session.
+type RegisterResponse struct {
+	Session string `json:"session"`
+	Host    string `json:"host"`
+	Slots   int    `json:"slots"`
+	// Env is the host's environment from the inventory, set for every task.
+	Env map[string]string `json:"env,omitempty"`
+	// LeaseTTL is how long a lease lasts without renewal. A worker that has
+	// not renewed for that long kills the attempt itself.
+	LeaseTTL Duration `json:"lease_ttl"`
+	// Heartbeat is how often the worker must renew, at the latest.
+	Heartbeat Duration `json:"heartbeat"`
+	// LogCap bounds each output stream of an attempt, in bytes.
+	LogCap int64 `json:"log_cap"`
+	// KillGrace is the time between SIGTERM and SIGKILL.
+	KillGrace Duration `json:"kill_grace"`
+	// Stop lists attempts from RegisterRequest.Running that must be killed.
+	Stop []Stop `json:"stop,omitempty"`
+}
+
+// ClaimRequest asks for up to Max tasks, waiting up to Wait for one to come.
+type ClaimRequest struct {
+	Max  int      `json:"max"`
+	Wait Duration `json:"wait,omitempty"`
+}
+
+// Assignment is one claimed attempt: what to run and the lease to run it under.
+type Assignment struct {
+	Lease Lease `json:"lease"`
+	Task  Task  `json:"task"`
+}
+
+// ClaimResponse carries zero or more assignments; zero means the wait ran out.
+type ClaimResponse struct {
+	Assignments []Assignment `json:"assignments"`
+}
+
+// HeartbeatRequest renews the leases of the running attempts, then waits up
+// to Wait for one of them to be stopped.
+type HeartbeatRequest struct {
+	Running []LeaseRef `json:"running"`
+	Wait    Duration   `json:"wait,omitempty"`
+}
+
+// Stop tells a worker to kill an attempt: it was cancelled, or its lease is
+// no longer current.
+type Stop struct {
+	Task    ID     `json:"task"`
+	Attempt int    `json:"attempt"`
+	Reason  string `json:"reason"`
+}
+
+// HeartbeatResponse lists the attempts to kill; all others were renewed.
+type HeartbeatResponse struct {
+	Stop []Stop `json:"stop,omitempty"`
+}
+
+// FinishRequest reports the end of an attempt.
+type FinishRequest struct {
+	Lease  LeaseRef `json:"lease"`
+	Result Result   `json:"result"`
+}

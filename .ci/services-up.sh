@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Start the services the tests need, on ports of their own, and write their
+# addresses to $LAB/env. It installs what is missing on a fresh Debian
+# machine (as root), never touches a service it did not start, and is safe
+# to run twice. Stop them with services-down.sh.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+LAB=${LAB:-$ROOT/.ci/tmp}
+PGPORT=${MITO_CI_PGPORT:-5433}
+mkdir -p "$LAB"
+t0=$(date +%s)
+say() { echo "[services] $* ($(( $(date +%s) - t0 ))s)"; }
+
+# --- packages -------------------------------------------------------------
+need=""
+for p in postgresql; do
+  [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || need="$need $p"
+done
+if [ -n "$need" ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "[services] missing Debian packages:$need; run as root or install them" >&2
+    exit 1
+  fi
+  say "installing$need"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $need >/dev/null
+fi
+
+# --- PostgreSQL: a private cluster under /tmp (the postgres user cannot
+# traverse /root, where a CI clone may live) -------------------------------
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+[ -x "$PGBIN/initdb" ] || { echo "[services] PostgreSQL server binaries not found under /usr/lib/postgresql" >&2; exit 1; }
+PGD=/tmp/mito-ci-pg-$PGPORT
+as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi; }
+if [ -f "$PGD/data/postmaster.pid" ]; then as_pg "$PGBIN/pg_ctl -D $PGD/data -m immediate stop" >/dev/null 2>&1 || true; fi
+rm -rf "$PGD"
+mkdir -p "$PGD"
+[ "$(id -u)" = 0 ] && chown postgres:postgres "$PGD"
+as_pg "$PGBIN/initdb -D $PGD/data -U postgres --auth=trust -E UTF8 --no-sync" >"$LAB/pg-initdb.log"
+as_pg "$PGBIN/pg_ctl -D $PGD/data -l $PGD/log -w -o '-p $PGPORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$PGD -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200' start" >/dev/null
+psql -h 127.0.0.1 -p "$PGPORT" -U postgres -qc "CREATE DATABASE mito" >/dev/null
+say "postgres on 127.0.0.1:$PGPORT"
+
+cat > "$LAB/env" <<ENV
+export MITO_TEST_PG_URL='postgres://postgres@127.0.0.1:$PGPORT/mito?sslmode=disable'
+ENV
+say "all up; source $LAB/env"

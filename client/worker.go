@@ -1,0 +1,111 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/mitolab/mito/tasks"
+)
+
+// Worker protocol calls (see tasks/protocol.go). A shim or `mito worker`
+// calls Register once, then the others; every write for a task carries its
+// lease, so that a write for an attempt that was given away is refused with
+// a tasks.EStaleLease error.
+
+// LeaseHeader carries a lease token on the worker calls whose body is raw
+// bytes and so cannot hold a LeaseRef.
+const LeaseHeader = "X-Mito-Lease"
+
+// Register starts a worker session and keeps its id for the calls that
+// follow. Call it before any other worker call and not concurrently with
+// them: the session is not guarded, because it is set once per client.
+func (c *Client) Register(ctx context.Context, req tasks.RegisterRequest) (*tasks.RegisterResponse, error) {
+	var resp tasks.RegisterResponse
+	if err := c.do(ctx, http.MethodPost, "/worker/v1/register", req, &resp); err != nil {
+		return nil, err
+	}
+	c.session = resp.Session
+	return &resp, nil
+}
+
+// Claim asks for up to req.Max tasks, waiting up to req.Wait for one. An
+// empty answer means the wait ran out.
+func (c *Client) Claim(ctx context.Context, req tasks.ClaimRequest) (*tasks.ClaimResponse, error) {
+	var resp tasks.ClaimResponse
+	if err := c.do(ctx, http.MethodPost, "/worker/v1/claim", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// Heartbeat renews the leases of the running attempts and waits up to
+// req.Wait for one of them to be stopped.
+func (c *Client) Heartbeat(ctx context.Context, req tasks.HeartbeatRequest) (*tasks.HeartbeatResponse, error) {
+	var resp tasks.HeartbeatResponse
+	if err := c.do(ctx, http.MethodPost, "/worker/v1/heartbeat", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// AppendLog writes data to an attempt's output stream at byte offset. The
+// offset makes a retry after a lost answer harmless: the coordinator keeps
+// bytes it already has.
+func (c *Client) AppendLog(ctx context.Context, ref tasks.LeaseRef, stream tasks.Stream, offset int64, data []byte) error {
+	q := url.Values{}
+	q.Set("attempt", strconv.Itoa(ref.Attempt))
+	q.Set("stream", string(stream))
+	q.Set("offset", strconv.FormatInt(offset, 10))
+	path := fmt.Sprintf("/worker/v1/tasks/%d/log?%s", ref.Task, q.Encode())
+	return c.sendRaw(ctx, http.MethodPost, path, ref, bytes.NewReader(data), int64(len(data)))
+}
+
+// UploadArtifact streams size bytes from r as the artifact name of an
+// attempt. name is a relative path with '/' separators. r is read as the
+// request goes out, never held in memory whole; reading more or fewer than
+// size bytes fails the upload.
+func (c *Client) UploadArtifact(ctx context.Context, ref tasks.LeaseRef, name string, r io.Reader, size int64) error {
+	segs := strings.Split(name, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	path := fmt.Sprintf("/worker/v1/tasks/%d/artifacts/%s?attempt=%d", ref.Task, strings.Join(segs, "/"), ref.Attempt)
+	return c.sendRaw(ctx, http.MethodPut, path, ref, io.LimitReader(r, size), size)
+}
+
+// Finish reports the end of an attempt and returns the task as stored.
+func (c *Client) Finish(ctx context.Context, ref tasks.LeaseRef, res tasks.Result) (*tasks.Task, error) {
+	var t tasks.Task
+	path := fmt.Sprintf("/worker/v1/tasks/%d/finish", ref.Task)
+	if err := c.do(ctx, http.MethodPost, path, tasks.FinishRequest{Lease: ref, Result: res}, &t); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// sendRaw sends a raw body of known length with the lease token.
+func (c *Client) sendRaw(ctx context.Context, method, path string, ref tasks.LeaseRef, body io.Reader, size int64) error {
+	req, err := c.request(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	req.ContentLength = size
+	if size == 0 {
+		req.Body = http.NoBody
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set(LeaseHeader, ref.Token)
+	resp, err := c.send(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return nil
+}

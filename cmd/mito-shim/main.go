@@ -1,0 +1,63 @@
+// Command mito-shim runs tasks on a lab host for a mito coordinator. The
+// coordinator uploads it over SSH and starts it with a constant command
+// line; the worker protocol then runs as HTTP/2 over the shim's stdin and
+// stdout, so the host needs no route to the coordinator. The shim exits when
+// that link closes or on SIGTERM, SIGINT or SIGHUP, and kills every task it
+// runs before it does. It logs to stderr.
+//
+// It is built small and static (CGO_ENABLED=0) and links no database, S3 or
+// Redis code; a test keeps it that way.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/mitolab/mito/worker"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	fs := flag.NewFlagSet("mito-shim", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: mito-shim [-work-dir DIR]\n\n"+
+			"Runs tasks for the mito coordinator on the other end of stdin/stdout.\n"+
+			"It is started by the coordinator, not by hand; see 'mito worker' for that.\n\n")
+		fs.PrintDefaults()
+	}
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	workDir := fs.String("work-dir", "", "root of the tasks' working directories (default $TMPDIR/mito-work-<uid>)")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return 2
+	}
+	if *showVersion {
+		fmt.Println(version)
+		return 0
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "mito-shim: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer stop()
+	err := worker.RunLink(ctx, os.Stdin, os.Stdout, worker.Config{
+		Version: version,
+		WorkDir: *workDir,
+		Logger:  log,
+	})
+	if err != nil {
+		log.Error("shim stopped", "err", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mitolab/mito/tasks"
+)
+
+func newClientGroupsCmd(gopts *clientOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "groups",
+		Short: "Create groups and manage their members",
+		Long: `Groups own tasks. A member's role decides what they may do in a group:
+read (see tasks, logs, artifacts and hosts), write (also submit, cancel and
+retry) or admin (also manage members). Every user has a personal group of
+their own name.`,
+		Example: `  mito client groups list
+  mito client groups create netlab
+  mito client groups add-member netlab bob:write carol:read`,
+	}
+	cmd.AddCommand(
+		newClientGroupsListCmd(gopts),
+		newClientGroupsCreateCmd(gopts),
+		newClientGroupsGetCmd(gopts),
+		newClientGroupsAddMemberCmd(gopts),
+		newClientGroupsRemoveMemberCmd(gopts),
+	)
+	return cmd
+}
+
+func newClientGroupsListCmd(gopts *clientOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:     "list",
+		Short:   "List your groups and your role in each",
+		Example: `  mito client groups list`,
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runClientGroupsList(cmd.Context(), gopts)
+		},
+	}
+}
+
+func runClientGroupsList(ctx context.Context, gopts *clientOptions) error {
+	s, err := gopts.connect(true)
+	if err != nil {
+		return err
+	}
+	groups, err := s.ListGroups(ctx)
+	if err != nil {
+		return err
+	}
+	if groups == nil {
+		groups = []tasks.Group{}
+	}
+	switch {
+	case gopts.json():
+		return writeJSON(gopts.stdout, groups)
+	case gopts.quiet:
+		for _, g := range groups {
+			fmt.Fprintln(gopts.stdout, g.Name)
+		}
+		return nil
+	}
+	tw := newTable(gopts.stdout)
+	fmt.Fprintln(tw, "NAME\tROLE\tCREATED")
+	for _, g := range groups {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", g.Name, g.Role, fmtTime(g.CreatedAt))
+	}
+	return tw.Flush()
+}
+
+func newClientGroupsCreateCmd(gopts *clientOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a group with you as its admin",
+		Example: `  mito client groups create netlab
+  mito client groups add-member netlab bob:write`,
+		Args: exactArgs(1, "a group name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runClientGroupsCreate(cmd.Context(), gopts, args)
+		},
+	}
+}
+
+func runClientGroupsCreate(ctx context.Context, gopts *clientOptions, args []string) error {
+	if err := tasks.ValidName("name", args[0]); err != nil {
+		return err
+	}
+	s, err := gopts.connect(true)
+	if err != nil {
+		return err
+	}
+	g, err := s.CreateGroup(ctx, args[0])
+	if err != nil {
+		return err
+	}
+	switch {
+	case gopts.json():
+		return writeJSON(gopts.stdout, g)
+	case !gopts.quiet:
+		fmt.Fprintf(gopts.stdout, "created group %s\n", g.Name)
+	}
+	return nil
+}
+
+func newClientGroupsGetCmd(gopts *clientOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:     "get NAME",
+		Short:   "Show a group and its members",
+		Example: `  mito client groups get netlab -o json`,
+		Args:    exactArgs(1, "a group name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runClientGroupsGet(cmd.Context(), gopts, args)
+		},
+	}
+}
+
+func runClientGroupsGet(ctx context.Context, gopts *clientOptions, args []string) error {
+	s, err := gopts.connect(true)
+	if err != nil {
+		return err
+	}
+	g, err := s.GetGroup(ctx, args[0])
+	if err != nil {
+		return err
+	}
+	return printGroup(gopts, g)
+}
+
+// printGroup shows a group with its members: -o json the Group, else a
+// header and a member table.
+func printGroup(gopts *clientOptions, g *tasks.Group) error {
+	if gopts.json() {
+		return writeJSON(gopts.stdout, g)
+	}
+	if gopts.quiet {
+		return nil
+	}
+	return printGroupTable(gopts.stdout, g)
+}
+
+func printGroupTable(w io.Writer, g *tasks.Group) error {
+	tw := newTable(w)
+	fmt.Fprintf(tw, "group:\t%s\n", g.Name)
+	fmt.Fprintf(tw, "created:\t%s\n\n", fmtTime(g.CreatedAt))
+	fmt.Fprintln(tw, "MEMBER\tROLE")
+	for _, m := range g.Members {
+		fmt.Fprintf(tw, "%s\t%s\n", m.User, m.Role)
+	}
+	return tw.Flush()
+}
+
+func newClientGroupsAddMemberCmd(gopts *clientOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "add-member GROUP USER:ROLE...",
+		Short: "Add members to a group or change their roles",
+		Long: `Add users to a group, or change the role of members, with ROLE one of
+read, write or admin. You must be admin of the group. Running it again with
+the same arguments changes nothing.`,
+		Example: `  mito client groups add-member netlab bob:write carol:read
+  mito client groups add-member netlab bob:admin`,
+		Args: minArgs(2, "a group and one or more USER:ROLE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runClientGroupsAddMember(cmd.Context(), gopts, args)
+		},
+	}
+}
+
+// memberRole is one USER:ROLE argument.
+type memberRole struct {
+	user string
+	role tasks.Role
+}
+
+// parseMemberRoles parses USER:ROLE arguments, all before anything is
+// changed, so that a typo in the last one does not leave half a change.
+func parseMemberRoles(args []string) ([]memberRole, error) {
+	out := make([]memberRole, 0, len(args))
+	for _, a := range args {
+		user, role, ok := strings.Cut(a, ":")
+		if !ok {
+			return nil, usagef("%q: want USER:ROLE, with ROLE read, write or admin", a)
+		}
+		if err := tasks.ValidName("user", user); err != nil {
+			return nil, usagef("%q: %v", a, err)
+		}
+		r, err := tasks.ParseRole(role)
+		if err != nil {
+			return nil, usagef("%q: %v", a, err)
+		}
+		out = append(out, memberRole{user, r})
+	}
+	return out, nil
+}
+
+func runClientGroupsAddMember(ctx context.Context, gopts *clientOptions, args []string) error {
+	members, err := parseMemberRoles(args[1:])
+	if err != nil {
+		return err
+	}
+	s, err := gopts.connect(true)
+	if err != nil {
+		return err
+	}
+	var (
+		g    *tasks.Group
+		errs []error
+	)
+	for _, m := range members {
+		ng, err := s.SetMember(ctx, args[0], m.user, m.role)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s:%s: %w", m.user, m.role, err))
+			continue
+		}
+		g = ng
+	}
+	if g != nil {
+		if err := printGroup(gopts, g); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func newClientGroupsRemoveMemberCmd(gopts *clientOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove-member GROUP USER...",
+		Short: "Remove members from a group",
+		Long: `Remove users from a group. You must be admin of the group. Their tasks in
+the group stay with the group.`,
+		Example: `  mito client groups remove-member netlab bob`,
+		Args:    minArgs(2, "a group and one or more users"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runClientGroupsRemoveMember(cmd.Context(), gopts, args)
+		},
+	}
+}
+
+func runClientGroupsRemoveMember(ctx context.Context, gopts *clientOptions, args []string) error {
+	s, err := gopts.connect(true)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, user := range args[1:] {
+		if err := s.RemoveMember(ctx, args[0], user); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", user, err))
+			continue
+		}
+		if !gopts.quiet && !gopts.json() {
+			fmt.Fprintf(gopts.stdout, "removed %s from %s\n", user, args[0])
+		}
+	}
+	return errors.Join(errs...)
+}

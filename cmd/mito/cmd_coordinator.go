@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/mitolab/mito/coordinator"
+	"github.com/mitolab/mito/coordinator/artifacts"
+	"github.com/mitolab/mito/coordinator/store"
+	"github.com/mitolab/mito/coordinator/store/postgres"
+	"github.com/mitolab/mito/coordinator/store/sqlite"
+	"github.com/mitolab/mito/inventory"
+)
+
+func init() { register(newCoordinatorCmd) }
+
+// defaultListen is where the coordinator listens and the client looks.
+const defaultListen = "127.0.0.1:7800"
+
+type coordinatorOptions struct {
+	listen    string
+	dataDir   string
+	inventory string
+	db        string
+	shim      string
+	leaseTTL  time.Duration
+	killGrace time.Duration
+	logLevel  string
+	logFormat string
+}
+
+func newCoordinatorCmd() *cobra.Command {
+	var opts coordinatorOptions
+	cmd := &cobra.Command{
+		Use:   "coordinator",
+		Short: "Run the coordinator: the API, the queue, and the shims of the inventory's hosts",
+		Long: `Run the coordinator.
+
+With no flags it keeps everything under its data directory: a SQLite
+database (mito.db) and the artifacts (artifacts/). With --db it keeps its
+state in PostgreSQL instead.
+
+On first start with an empty store it creates the user "admin", with the
+password in MITO_ADMIN_PASSWORD or, if that is unset, a generated one
+written to <data dir>/admin-password (mode 0600).
+
+SIGINT or SIGTERM stops it cleanly: the shims are told to stop, and tasks
+that were running are left to their leases, which requeue them.
+
+Every flag can also be set by an environment variable: MITO_LISTEN,
+MITO_DATA_DIR, MITO_INVENTORY, MITO_DB, MITO_SHIM.`,
+		Example: `  # Embedded default, two local hosts:
+  mito coordinator --inventory examples/inventories/local.yaml
+
+  # State in PostgreSQL:
+  mito coordinator --db postgres://mito@db.lab/mito --inventory lab.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runCoordinator(cmd.Context(), opts)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.listen, "listen", envOr("MITO_LISTEN", defaultListen), "address to serve the API on")
+	f.StringVar(&opts.dataDir, "data-dir", envOr("MITO_DATA_DIR", defaultDataDir()), "directory for the SQLite store, artifacts and the admin password")
+	f.StringVar(&opts.inventory, "inventory", os.Getenv("MITO_INVENTORY"), "YAML inventory of hosts to run tasks on")
+	f.StringVar(&opts.db, "db", os.Getenv("MITO_DB"), "PostgreSQL URL (postgres://…); default: SQLite in the data directory")
+	f.StringVar(&opts.shim, "shim", os.Getenv("MITO_SHIM"), "shim binary for local hosts (default: mito-shim beside this binary, else this binary's worker --stdio)")
+	f.DurationVar(&opts.leaseTTL, "lease-ttl", 30*time.Second, "how long a host keeps a task without renewing its lease")
+	f.DurationVar(&opts.killGrace, "kill-grace", 5*time.Second, "time between SIGTERM and SIGKILL when a task is stopped")
+	f.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
+	return cmd
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// defaultDataDir follows the XDG base directory convention.
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "mito")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "share", "mito")
+	}
+	return "mito-data"
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("--log-level: %q is not debug, info, warn or error", level)
+	}
+	o := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
+	}
+	return nil, usagef("--log-format: %q is not text or json", format)
+}
+
+// shimCommand finds the shim for local hosts.
+func shimCommand(flag string) ([]string, error) {
+	if flag != "" {
+		return []string{flag}, nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own executable: %w", err)
+	}
+	beside := filepath.Join(filepath.Dir(self), "mito-shim")
+	if _, err := os.Stat(beside); err == nil {
+		return []string{beside}, nil
+	}
+	return []string{self, "worker", "--stdio"}, nil
+}
+
+func openStore(ctx context.Context, db, dataDir string) (store.Store, string, error) {
+	if db != "" {
+		if !strings.HasPrefix(db, "postgres://") && !strings.HasPrefix(db, "postgresql://") {
+			return nil, "", usagef("--db: want a postgres:// URL, got %q", redactURL(db))
+		}
+		st, err := postgres.Open(ctx, db)
+		if err != nil {
+			return nil, "", fmt.Errorf("open PostgreSQL store %s: %w", redactURL(db), err)
+		}
+		return st, "postgres " + redactURL(db), nil
+	}
+	path := filepath.Join(dataDir, "mito.db")
+	st, err := sqlite.Open(ctx, path)
+	if err != nil {
+		return nil, "", fmt.Errorf("open SQLite store: %w", err)
+	}
+	return st, "sqlite " + path, nil
+}
+
+// redactURL hides a password in a database URL, so it never reaches a log.
+func redactURL(s string) string {
+	at := strings.LastIndex(s, "@")
+	scheme := strings.Index(s, "://")
+	if at < 0 || scheme < 0 || at < scheme {
+		return s
+	}
+	userinfo := s[scheme+3 : at]
+	if i := strings.Index(userinfo, ":"); i >= 0 {
+		return s[:scheme+3] + userinfo[:i] + ":xxxxx" + s[at:]
+	}
+	return s
+}
+
+func runCoordinator(ctx context.Context, opts coordinatorOptions) error {
+	log, err := newLogger(opts.logLevel, opts.logFormat)
+	if err != nil {
+		return err
+	}
+	if opts.leaseTTL < time.Second {
+		return usagef("--lease-ttl: must be at least 1s, got %s", opts.leaseTTL)
+	}
+	var hosts []inventory.Host
+	if opts.inventory != "" {
+		inv, err := inventory.Load(opts.inventory)
+		if err != nil {
+			return err
+		}
+		hosts = inv.Hosts
+	}
+	if err := os.MkdirAll(opts.dataDir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	st, desc, err := openStore(ctx, opts.db, opts.dataDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	arts, err := artifacts.NewDir(filepath.Join(opts.dataDir, "artifacts"))
+	if err != nil {
+		return fmt.Errorf("open artifact directory: %w", err)
+	}
+	shim, err := shimCommand(opts.shim)
+	if err != nil {
+		return err
+	}
+	c := coordinator.New(coordinator.Config{
+		Store: st, Artifacts: arts, Logger: log, Hosts: hosts, ShimCommand: shim,
+		LeaseTTL: opts.leaseTTL, KillGrace: opts.killGrace,
+	})
+	pwFile := filepath.Join(opts.dataDir, "admin-password")
+	created, err := c.EnsureAdmin(ctx, os.Getenv("MITO_ADMIN_PASSWORD"), pwFile)
+	if err != nil {
+		return err
+	}
+	if created && os.Getenv("MITO_ADMIN_PASSWORD") == "" {
+		log.Warn("created user admin; its password is in " + pwFile)
+	} else if created {
+		log.Info("created user admin with the password from MITO_ADMIN_PASSWORD")
+	}
+
+	ln, err := net.Listen("tcp", opts.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	// Long polls watch this context, so that shutdown does not wait for them.
+	reqCtx, stopRequests := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRequests()
+	srv := &http.Server{
+		Handler:           c.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return reqCtx },
+	}
+	log.Info("coordinator listening", "addr", ln.Addr().String(), "store", desc, "hosts", len(hosts), "shim", strings.Join(shim, " "))
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return c.Run(gctx) })
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down")
+		stopRequests()
+		shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(shutCtx)
+	})
+	err = g.Wait()
+	log.Info("coordinator stopped")
+	return err
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mitolab/mito/client"
+	"github.com/mitolab/mito/tasks"
+	"github.com/mitolab/mito/worker"
+)
+
+func init() { register(newWorkerCmd) }
+
+// workerOptions are the flags of `mito worker`.
+type workerOptions struct {
+	coordinator string
+	token       string
+	name        string
+	groups      []string
+	tags        []string
+	slots       int
+	workDir     string
+	stdio       bool
+}
+
+func newWorkerCmd() *cobra.Command {
+	var opts workerOptions
+	cmd := &cobra.Command{
+		Use:   "worker --coordinator URL [flags]",
+		Short: "Run tasks on this host for a coordinator it can reach",
+		Long: `Run tasks on this host for a mito coordinator reached over HTTP(S).
+
+This is the same worker the coordinator starts on inventory hosts over SSH,
+for hosts that can dial out to the coordinator instead. It registers under
+--name for the given groups and tags, claims up to --slots tasks at a time,
+runs each in a fresh directory under --work-dir with its own process group,
+streams its output and uploads the files it writes to $MITO_OUTPUT_DIR.
+
+It authenticates with an API token (--token, or the MITO_TOKEN environment
+variable) whose user may write to every group it serves. It stops on
+SIGINT, SIGTERM or SIGHUP, killing the tasks it runs: the coordinator then
+queues them again.`,
+		Example: `  # Serve the "lab" group with two slots, on a host tagged 10g and bbr
+  export MITO_TOKEN=...
+  mito worker --coordinator https://mito.lab.example:8443 -g lab -t 10g -t bbr --slots 2
+
+  # Keep task directories on a bigger disk
+  mito worker --coordinator http://10.0.0.1:8080 -g lab --work-dir /scratch/mito`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("token") {
+				opts.token = os.Getenv("MITO_TOKEN")
+			}
+			return runWorker(cmd.Context(), opts, cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.coordinator, "coordinator", "", "coordinator `URL` (http://host:port or https://host:port)")
+	f.StringVar(&opts.token, "token", "", "API `token` (default $MITO_TOKEN)")
+	f.StringVar(&opts.name, "name", "", "host `name` to register as (default the hostname)")
+	f.StringArrayVarP(&opts.groups, "group", "g", nil, "serve the tasks of `group` (repeatable)")
+	f.StringArrayVarP(&opts.tags, "tag", "t", nil, "offer `tag` to tasks that require it (repeatable)")
+	f.IntVar(&opts.slots, "slots", 1, "run up to `N` tasks at once")
+	f.StringVar(&opts.workDir, "work-dir", "", "root of the tasks' working `directories` (default $TMPDIR/mito-work-<uid>)")
+	// --stdio makes this binary a shim: the worker protocol over stdin and
+	// stdout, as the coordinator starts it. Not for people.
+	f.BoolVar(&opts.stdio, "stdio", false, "speak the worker protocol over stdin/stdout, like mito-shim")
+	_ = f.MarkHidden("stdio")
+	return cmd
+}
+
+func runWorker(ctx context.Context, opts workerOptions, stderr io.Writer) error {
+	// SIGHUP too: a worker started from a terminal or an SSH session must
+	// not outlive it.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP, syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	cfg := worker.Config{
+		Version: version,
+		WorkDir: opts.workDir,
+		Logger:  slog.New(slog.NewTextHandler(stderr, nil)),
+	}
+	if opts.stdio {
+		if opts.coordinator != "" {
+			return usagef("--stdio and --coordinator exclude each other: with --stdio the coordinator is on stdin/stdout")
+		}
+		return worker.RunLink(ctx, os.Stdin, os.Stdout, cfg)
+	}
+
+	if opts.coordinator == "" {
+		return usagef("--coordinator is required: give the coordinator's URL, e.g. --coordinator https://mito.example:8443")
+	}
+	if opts.token == "" {
+		return usagef("no API token: pass --token or set MITO_TOKEN")
+	}
+	if opts.name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("get hostname (pass --name): %w", err)
+		}
+		opts.name = h
+	}
+	if err := tasks.ValidName("--name", opts.name); err != nil {
+		return usagef("%v", err)
+	}
+	for _, g := range opts.groups {
+		if err := tasks.ValidName("--group", g); err != nil {
+			return usagef("%v", err)
+		}
+	}
+	for _, t := range opts.tags {
+		if err := tasks.ValidName("--tag", t); err != nil {
+			return usagef("%v", err)
+		}
+	}
+	if opts.slots < 1 {
+		return usagef("--slots must be at least 1, got %d", opts.slots)
+	}
+	c, err := client.New(opts.coordinator, client.WithToken(opts.token))
+	if err != nil {
+		return usagef("--coordinator: %v", err)
+	}
+	cfg.Client = c
+	cfg.Name = opts.name
+	cfg.Groups = opts.groups
+	cfg.Tags = opts.tags
+	cfg.Slots = opts.slots
+	return worker.Run(ctx, cfg)
+}

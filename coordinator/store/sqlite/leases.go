@@ -1,0 +1,240 @@
+package sqlite
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"sort"
+	"time"
+
+	"github.com/mitolab/mito/coordinator/store"
+	"github.com/mitolab/mito/tasks"
+)
+
+// maxClaim bounds one claim, since a token is made for every task it may
+// take; a host asks for as many tasks as it has free slots.
+const maxClaim = 1000
+
+// claimSQL claims in one statement. The inner SELECT walks the queue index
+// best first and stops at the limit (INDEXED BY: left to itself, the
+// planner prefers the group index and sorts the group's whole history); row_number pairs each picked task with
+// one of the tokens made in Go (?4, a JSON array), so every task gets its
+// own crypto/rand token. A task may run on the host when none of its tags
+// is missing from the host's (?2); an untagged task runs anywhere.
+const claimSQL = `WITH picked AS (
+	SELECT id, row_number() OVER (ORDER BY priority DESC, id) - 1 AS n
+	FROM (
+		SELECT id, priority FROM tasks INDEXED BY tasks_queue
+		WHERE state = 'queued'
+		  AND group_name IN (SELECT value FROM json_each(?1))
+		  AND NOT EXISTS (SELECT 1 FROM json_each(tasks.tags) need
+		                  WHERE need.value NOT IN (SELECT value FROM json_each(?2)))
+		ORDER BY priority DESC, id
+		LIMIT ?3
+	)
+)
+UPDATE tasks SET
+	state = 'running',
+	attempt = attempt + 1,
+	host = ?5,
+	lease_token = (SELECT value FROM json_each(?4) WHERE key = picked.n),
+	lease_expires = ?6,
+	started_at = ?7,
+	finished_at = NULL,
+	exit_code = NULL,
+	signal = '',
+	error = '',
+	stdout_truncated = 0,
+	stderr_truncated = 0
+FROM picked
+WHERE tasks.id = picked.id
+RETURNING ` + taskCols + `, lease_token`
+
+// Claim leases up to p.Max queued tasks the host may run, best first.
+func (s *Store) Claim(ctx context.Context, p store.ClaimParams) ([]tasks.Assignment, error) {
+	if p.Max <= 0 || len(p.Groups) == 0 {
+		return nil, nil
+	}
+	n := min(p.Max, maxClaim)
+	tokens := make([]string, n)
+	for i := range tokens {
+		tokens[i] = newToken()
+	}
+	toks, _ := json.Marshal(tokens) // a []string always marshals
+	expires := p.Now.Add(p.TTL)
+	var out []tasks.Assignment
+	err := s.write(ctx, "claim tasks", func(tx wtx) error {
+		rows, err := tx.QueryContext(ctx, claimSQL, encList(p.Groups), encList(p.Tags), n, string(toks),
+			p.Host, micros(expires), micros(p.Now))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var a tasks.Assignment
+			if a.Task, err = scanTask(rows, &a.Lease.Token); err != nil {
+				return err
+			}
+			a.Lease.Task, a.Lease.Attempt, a.Lease.Expires = a.Task.ID, a.Task.Attempt, *a.Task.LeaseExpires
+			out = append(out, a)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	// RETURNING gives rows in no promised order.
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i].Task, out[j].Task
+		if a.Priority != b.Priority {
+			return a.Priority > b.Priority
+		}
+		return a.ID < b.ID
+	})
+	return out, nil
+}
+
+// newToken returns a 128-bit random lease token in hex.
+func newToken() string {
+	var b [16]byte
+	rand.Read(b[:]) // never fails: it panics rather than return an error
+	return hex.EncodeToString(b[:])
+}
+
+// currentSQL is the fence every lease-bound write checks.
+const currentSQL = `id = ? AND state = 'running' AND attempt = ? AND lease_token = ?`
+
+const (
+	renewSQL = `UPDATE tasks SET lease_expires = ? WHERE ` + currentSQL
+
+	finishSQL = `UPDATE tasks SET state = ?, exit_code = ?, signal = ?, error = ?,
+	stdout_truncated = ?, stderr_truncated = ?, finished_at = ?, lease_token = NULL, lease_expires = NULL
+	WHERE ` + currentSQL + ` RETURNING ` + taskCols
+
+	fenceSQL = `SELECT state, attempt, lease_token FROM tasks WHERE id = ?`
+
+	// requeueSQL fails a task whose last attempt was lost, and queues the
+	// others again; the next claim counts the new attempt.
+	requeueSQL = `UPDATE tasks SET
+	state = CASE WHEN attempt < max_attempts THEN 'queued' ELSE 'failed' END,
+	error = CASE WHEN attempt < max_attempts THEN '' ELSE 'host lost: lease expired on attempt ' || attempt END,
+	finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE ?1 END,
+	lease_token = NULL,
+	lease_expires = NULL
+	WHERE state = 'running' AND lease_expires < ?1
+	RETURNING ` + taskCols
+)
+
+// Renew extends the current leases among refs and returns the others.
+func (s *Store) Renew(ctx context.Context, refs []tasks.LeaseRef, at time.Time, ttl time.Duration) ([]tasks.LeaseRef, error) {
+	if len(refs) == 0 {
+		return nil, nil
+	}
+	var stale []tasks.LeaseRef
+	err := s.write(ctx, "renew leases", func(tx wtx) error {
+		for _, ref := range refs {
+			res, err := tx.ExecContext(ctx, renewSQL, micros(at.Add(ttl)), int64(ref.Task), ref.Attempt, ref.Token)
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				stale = append(stale, ref)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return stale, nil
+}
+
+// Finish ends the attempt that ref names with result r.
+func (s *Store) Finish(ctx context.Context, ref tasks.LeaseRef, r tasks.Result) (tasks.Task, error) {
+	if err := r.Validate(); err != nil {
+		return tasks.Task{}, err
+	}
+	if !tasks.CanTransition(tasks.Running, r.State) {
+		return tasks.Task{}, tasks.Invalid("state", "a running task cannot become %s", r.State)
+	}
+	finished := r.FinishedAt
+	if finished.IsZero() {
+		finished = now()
+	}
+	var exit any
+	if r.ExitCode != nil {
+		exit = *r.ExitCode
+	}
+	var t tasks.Task
+	err := s.write(ctx, "finish task", func(tx wtx) error {
+		var err error
+		t, err = scanTask(tx.QueryRowContext(ctx, finishSQL,
+			string(r.State), exit, r.Signal, r.Error, r.StdoutTruncated, r.StderrTruncated, micros(finished),
+			int64(ref.Task), ref.Attempt, ref.Token))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fence(ctx, tx, ref)
+		}
+		return err
+	})
+	if err != nil {
+		return tasks.Task{}, err
+	}
+	return t, nil
+}
+
+// fence returns nil when ref is current, else ENotFound or an EStaleLease
+// error that says why, so a shim's log explains the refusal. Inside a write
+// transaction the answer holds until commit: SQLite has one writer.
+func fence(ctx context.Context, tx wtx, ref tasks.LeaseRef) error {
+	var st tasks.State
+	var attempt int
+	var token sql.NullString
+	err := tx.QueryRowContext(ctx, fenceSQL, int64(ref.Task)).
+		Scan(&st, &attempt, &token)
+	if errors.Is(err, sql.ErrNoRows) {
+		return tasks.Errorf(tasks.ENotFound, "task %d not found", ref.Task)
+	}
+	if err != nil {
+		return err
+	}
+	return staleError(ref, st, attempt, token.String)
+}
+
+// staleError explains why ref is not current, or returns nil if it is.
+func staleError(ref tasks.LeaseRef, st tasks.State, attempt int, token string) error {
+	switch {
+	case st != tasks.Running:
+		return tasks.Errorf(tasks.EStaleLease, "task %d attempt %d: lease is no longer current: the task is %s", ref.Task, ref.Attempt, st)
+	case attempt != ref.Attempt:
+		return tasks.Errorf(tasks.EStaleLease, "task %d attempt %d: lease is no longer current: attempt %d runs now", ref.Task, ref.Attempt, attempt)
+	case token != ref.Token:
+		return tasks.Errorf(tasks.EStaleLease, "task %d attempt %d: lease is no longer current: wrong lease token", ref.Task, ref.Attempt)
+	}
+	return nil
+}
+
+// RequeueExpired sends running tasks whose lease ran out back to the
+// queue, or fails them when they have used all their attempts.
+func (s *Store) RequeueExpired(ctx context.Context, at time.Time) ([]tasks.Task, error) {
+	var out []tasks.Task
+	err := s.write(ctx, "requeue expired tasks", func(tx wtx) error {
+		rows, err := tx.QueryContext(ctx, requeueSQL, micros(at))
+		if err != nil {
+			return err
+		}
+		out, err = collectTasks(rows)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}

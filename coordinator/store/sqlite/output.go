@@ -1,0 +1,224 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/mitolab/mito/tasks"
+)
+
+const appendLogSQL = `INSERT INTO task_logs (task_id, attempt, stream, off, data) VALUES (?, ?, ?, ?, ?)
+	ON CONFLICT DO NOTHING`
+
+// AppendLog stores a chunk of output at byte offset off. An empty chunk is
+// dropped after the fence check: stored, it would claim its offset and make
+// the real chunk sent there later be ignored.
+func (s *Store) AppendLog(ctx context.Context, ref tasks.LeaseRef, st tasks.Stream, off int64, data []byte) error {
+	if _, err := tasks.ParseStream(string(st)); err != nil {
+		return err
+	}
+	if off < 0 {
+		return tasks.Invalid("offset", "must not be negative, got %d", off)
+	}
+	return s.write(ctx, "append log", func(tx wtx) error {
+		if err := fence(ctx, tx, ref); err != nil || len(data) == 0 {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, appendLogSQL, int64(ref.Task), ref.Attempt, string(st), off, data)
+		return err
+	})
+}
+
+// ReadLog returns up to limit bytes (all if limit <= 0) of a stream from
+// byte offset off. Chunks are joined in offset order; where they overlap
+// (a retry cut differently) the first bytes win, and a gap ends the read,
+// since what follows it cannot be placed yet.
+func (s *Store) ReadLog(ctx context.Context, id tasks.ID, attempt int, st tasks.Stream, off int64, limit int) ([]byte, error) {
+	if off < 0 {
+		return nil, tasks.Invalid("offset", "must not be negative, got %d", off)
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT off, data FROM task_logs
+		WHERE task_id = ? AND attempt = ? AND stream = ? AND off + length(data) > ?
+		ORDER BY off`, int64(id), attempt, string(st), off)
+	if err != nil {
+		return nil, fmt.Errorf("read log: %w", err)
+	}
+	defer rows.Close()
+	var j joiner
+	j.init(off, limit)
+	for rows.Next() {
+		var at int64
+		var data []byte
+		if err := rows.Scan(&at, &data); err != nil {
+			return nil, fmt.Errorf("read log: %w", err)
+		}
+		if !j.add(at, data) {
+			break
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read log: %w", err)
+	}
+	return j.out, nil
+}
+
+// joiner assembles a contiguous byte range from chunks given in offset order.
+type joiner struct {
+	pos   int64 // the offset of the next byte wanted
+	limit int   // bytes still wanted; < 0 means no limit
+	out   []byte
+}
+
+func (j *joiner) init(off int64, limit int) {
+	j.pos = off
+	j.limit = limit
+	if limit <= 0 {
+		j.limit = -1
+	}
+}
+
+// add takes what chunk data at offset at adds past pos and reports whether
+// more chunks can help.
+func (j *joiner) add(at int64, data []byte) bool {
+	if at > j.pos {
+		return false // a gap
+	}
+	end := at + int64(len(data))
+	if end <= j.pos {
+		return true // wholly before pos: overlapped by earlier chunks
+	}
+	part := data[j.pos-at:]
+	if j.limit >= 0 && len(part) > j.limit {
+		part = part[:j.limit]
+	}
+	j.out = append(j.out, part...)
+	j.pos += int64(len(part))
+	if j.limit >= 0 {
+		j.limit -= len(part)
+		return j.limit > 0
+	}
+	return true
+}
+
+// AddArtifact records an artifact of the attempt ref names, replacing one
+// of the same name.
+func (s *Store) AddArtifact(ctx context.Context, ref tasks.LeaseRef, a tasks.Artifact) error {
+	if a.Name == "" {
+		return tasks.Invalid("name", "is empty")
+	}
+	if a.CreatedAt.IsZero() {
+		a.CreatedAt = now()
+	}
+	return s.write(ctx, "add artifact", func(tx wtx) error {
+		if err := fence(ctx, tx, ref); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO task_artifacts (task_id, attempt, name, size, sha256, created_at)
+			VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (task_id, attempt, name) DO UPDATE SET
+				size = excluded.size, sha256 = excluded.sha256, created_at = excluded.created_at`,
+			int64(ref.Task), ref.Attempt, a.Name, a.Size, a.SHA256, micros(a.CreatedAt))
+		return err
+	})
+}
+
+// ListArtifacts returns a task's artifacts by attempt, then name.
+func (s *Store) ListArtifacts(ctx context.Context, id tasks.ID) ([]tasks.Artifact, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT task_id, attempt, name, size, sha256, created_at FROM task_artifacts
+		WHERE task_id = ? ORDER BY attempt, name`, int64(id))
+	if err != nil {
+		return nil, fmt.Errorf("list artifacts: %w", err)
+	}
+	defer rows.Close()
+	var out []tasks.Artifact
+	for rows.Next() {
+		var a tasks.Artifact
+		var created int64
+		if err := rows.Scan(&a.Task, &a.Attempt, &a.Name, &a.Size, &a.SHA256, &created); err != nil {
+			return nil, fmt.Errorf("list artifacts: %w", err)
+		}
+		a.CreatedAt = fromMicros(created)
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list artifacts: %w", err)
+	}
+	return out, nil
+}
+
+// PutHost creates or replaces a host's record.
+func (s *Store) PutHost(ctx context.Context, h tasks.Host) error {
+	if h.UpdatedAt.IsZero() {
+		h.UpdatedAt = now()
+	}
+	return s.write(ctx, "put host", func(tx wtx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO hosts (name, transport, tags, group_names, slots, state, last_error, os, arch, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET
+				transport = excluded.transport, tags = excluded.tags, group_names = excluded.group_names,
+				slots = excluded.slots, state = excluded.state, last_error = excluded.last_error,
+				os = excluded.os, arch = excluded.arch, updated_at = excluded.updated_at`,
+			h.Name, h.Transport, encList(h.Tags), encList(h.Groups), h.Slots, string(h.State), h.LastError,
+			h.OS, h.Arch, micros(h.UpdatedAt))
+		return err
+	})
+}
+
+// hostSQL selects hosts with Running counted from the tasks they hold.
+const hostSQL = `SELECT name, transport, tags, group_names, slots, state, last_error, os, arch, updated_at,
+	(SELECT count(*) FROM tasks WHERE tasks.state = 'running' AND tasks.host = hosts.name)
+	FROM hosts`
+
+func scanHost(row interface{ Scan(...any) error }) (tasks.Host, error) {
+	var h tasks.Host
+	var tags, groups string
+	var updated int64
+	if err := row.Scan(&h.Name, &h.Transport, &tags, &groups, &h.Slots, &h.State, &h.LastError, &h.OS, &h.Arch,
+		&updated, &h.Running); err != nil {
+		return tasks.Host{}, err
+	}
+	var err error
+	if h.Tags, err = decList(tags); err != nil {
+		return tasks.Host{}, fmt.Errorf("decode tags of host %s: %w", h.Name, err)
+	}
+	if h.Groups, err = decList(groups); err != nil {
+		return tasks.Host{}, fmt.Errorf("decode groups of host %s: %w", h.Name, err)
+	}
+	h.UpdatedAt = fromMicros(updated)
+	return h, nil
+}
+
+// ListHosts returns every host, ordered by name.
+func (s *Store) ListHosts(ctx context.Context) ([]tasks.Host, error) {
+	rows, err := s.r.QueryContext(ctx, hostSQL+` ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list hosts: %w", err)
+	}
+	defer rows.Close()
+	var out []tasks.Host
+	for rows.Next() {
+		h, err := scanHost(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list hosts: %w", err)
+		}
+		out = append(out, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list hosts: %w", err)
+	}
+	return out, nil
+}
+
+// GetHost returns one host.
+func (s *Store) GetHost(ctx context.Context, name string) (tasks.Host, error) {
+	h, err := scanHost(s.r.QueryRowContext(ctx, hostSQL+` WHERE name = ?`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return tasks.Host{}, tasks.Errorf(tasks.ENotFound, "host %q not found", name)
+	}
+	if err != nil {
+		return tasks.Host{}, fmt.Errorf("get host: %w", err)
+	}
+	return h, nil
+}

@@ -1,0 +1,471 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/mitolab/mito/coordinator/artifacts"
+	"github.com/mitolab/mito/coordinator/events"
+	"github.com/mitolab/mito/tasks"
+)
+
+// session is one worker's link: a shim the coordinator started (its host
+// comes from the inventory) or a `mito worker` that registered over TCP.
+type session struct {
+	id   string
+	host tasks.Host
+	env  map[string]string
+	// linked marks sessions over a shim's link, which need no token.
+	linked bool
+	// user is the user a TCP worker authenticated as.
+	user string
+	// lastSeen is when the session last called, for expiring TCP sessions.
+	// Guarded by Coordinator.mu.
+	lastSeen time.Time
+}
+
+const sessionKey ctxKey = iota + 100
+
+func newSessionID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// linkContext returns the base context of requests over a shim's link: the
+// session is fixed by the link itself.
+func linkContext(s *session) func(context.Context) context.Context {
+	return func(ctx context.Context) context.Context { return context.WithValue(ctx, sessionKey, s) }
+}
+
+func (c *Coordinator) addSession(s *session) {
+	c.mu.Lock()
+	s.lastSeen = c.cfg.Now()
+	c.sessions[s.id] = s
+	c.mu.Unlock()
+}
+
+func (c *Coordinator) dropSession(id string) {
+	c.mu.Lock()
+	delete(c.sessions, id)
+	c.mu.Unlock()
+}
+
+// workerSession wraps a worker handler: the session comes from the link,
+// or from the X-Mito-Session header of a registered TCP worker.
+func (c *Coordinator) workerSession(h func(http.ResponseWriter, *http.Request, *session) error) http.Handler {
+	return c.errorHandler(func(w http.ResponseWriter, r *http.Request) error {
+		if s, ok := r.Context().Value(sessionKey).(*session); ok {
+			return h(w, r, s)
+		}
+		id := r.Header.Get("X-Mito-Session")
+		c.mu.Lock()
+		s := c.sessions[id]
+		if s != nil {
+			s.lastSeen = c.cfg.Now()
+		}
+		c.mu.Unlock()
+		if s == nil || s.linked {
+			return tasks.Errorf(tasks.EUnauthorized, "unknown worker session: register again")
+		}
+		return h(w, r, s)
+	})
+}
+
+func (c *Coordinator) registerResponse(s *session) tasks.RegisterResponse {
+	h := c.hostOf(s)
+	return tasks.RegisterResponse{
+		Session:   s.id,
+		Host:      h.Name,
+		Slots:     h.Slots,
+		Env:       s.env,
+		LeaseTTL:  tasks.Duration(c.cfg.LeaseTTL),
+		Heartbeat: tasks.Duration(c.cfg.LeaseTTL / 3),
+		LogCap:    c.cfg.LogCap,
+		KillGrace: tasks.Duration(c.cfg.KillGrace),
+	}
+}
+
+func (c *Coordinator) handleRegister(w http.ResponseWriter, r *http.Request) error {
+	var req tasks.RegisterRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	s, ok := r.Context().Value(sessionKey).(*session)
+	if !ok {
+		var err error
+		if s, err = c.registerTCP(r, req); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	s.host.OS, s.host.Arch = req.OS, req.Arch
+	s.host.State, s.host.LastError, s.host.UpdatedAt = tasks.HostReady, "", c.cfg.Now().UTC()
+	h := s.host
+	c.mu.Unlock()
+	if err := c.store.PutHost(r.Context(), h); err != nil {
+		return fmt.Errorf("store host: %w", err)
+	}
+	resp := c.registerResponse(s)
+	if len(req.Running) > 0 {
+		stops, err := c.renew(r.Context(), s, req.Running)
+		if err != nil {
+			return err
+		}
+		resp.Stop = stops
+	}
+	if !s.linked {
+		c.addSession(s)
+	}
+	c.log.Info("worker registered", logHost, h.Name, "transport", h.Transport, "os", req.OS, "arch", req.Arch)
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// registerTCP admits a standalone worker: its user must have write in
+// every group it offers to serve.
+func (c *Coordinator) registerTCP(r *http.Request, req tasks.RegisterRequest) (*session, error) {
+	u, _, err := c.authenticate(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := tasks.ValidName("name", req.Name); err != nil {
+		return nil, err
+	}
+	if len(req.Groups) == 0 {
+		req.Groups = []string{u.Name}
+	}
+	for _, g := range req.Groups {
+		if _, err := c.requireRole(r.Context(), u, g, tasks.RoleWrite); err != nil {
+			return nil, err
+		}
+	}
+	for _, t := range req.Tags {
+		if err := tasks.ValidName("tags", t); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case req.Slots == 0:
+		req.Slots = 1
+	case req.Slots < 0 || req.Slots > 1024:
+		return nil, tasks.Invalid("slots", "must be between 1 and 1024, got %d", req.Slots)
+	}
+	if h, err := c.store.GetHost(r.Context(), req.Name); err == nil && h.Transport != "worker" {
+		return nil, &tasks.Error{Code: tasks.EConflict, Field: "name", Message: fmt.Sprintf("name: host %q is an inventory host", req.Name)}
+	}
+	tags := slices.Clone(req.Tags)
+	slices.Sort(tags)
+	return &session{
+		id:   newSessionID(),
+		user: u.Name,
+		host: tasks.Host{
+			Name: req.Name, Transport: "worker", Tags: slices.Compact(tags), Groups: req.Groups,
+			Slots: req.Slots, State: tasks.HostReady, OS: req.OS, Arch: req.Arch,
+		},
+	}, nil
+}
+
+func (c *Coordinator) handleClaim(w http.ResponseWriter, r *http.Request, s *session) error {
+	var req tasks.ClaimRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	if h := c.hostOf(s); req.Max < 1 || req.Max > h.Slots {
+		return tasks.Invalid("max", "must be between 1 and the host's %d slots, got %d", h.Slots, req.Max)
+	}
+	wait := min(time.Duration(req.Wait), c.cfg.MaxWait)
+	as, err := c.claim(r.Context(), s, req.Max, wait)
+	if err != nil {
+		return err
+	}
+	if as == nil {
+		as = []tasks.Assignment{}
+	}
+	for i := range as {
+		as[i].Task.Env = mergeEnv(s.env, as[i].Task.Env)
+	}
+	writeJSON(w, http.StatusOK, tasks.ClaimResponse{Assignments: as})
+	return nil
+}
+
+// mergeEnv puts the task's env over the host's.
+func mergeEnv(host, task map[string]string) map[string]string {
+	if len(host) == 0 {
+		return task
+	}
+	out := make(map[string]string, len(host)+len(task))
+	for k, v := range host {
+		out[k] = v
+	}
+	for k, v := range task {
+		out[k] = v
+	}
+	return out
+}
+
+// claim leases tasks for s, waiting up to wait for one to be queued. It
+// claims nothing once the caller has gone, so no lease is handed to a
+// shim that will never hear of it.
+func (c *Coordinator) claim(ctx context.Context, s *session, max int, wait time.Duration) ([]tasks.Assignment, error) {
+	evs, cancel := c.cfg.Events.Subscribe()
+	defer cancel()
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	recheck := time.NewTicker(c.cfg.Recheck)
+	defer recheck.Stop()
+	for {
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		h := c.hostOf(s)
+		if h.State == tasks.HostDraining {
+			return nil, nil // a draining host finishes what it runs and takes nothing new
+		}
+		as, err := c.store.Claim(ctx, claimParams(h, max, c.cfg.LeaseTTL, c.cfg.Now().UTC()))
+		if err != nil {
+			return nil, fmt.Errorf("claim: %w", err)
+		}
+		if len(as) > 0 {
+			for _, a := range as {
+				c.log.Info("task claimed", logTask, a.Task.ID, logAttempt, a.Lease.Attempt, logHost, h.Name)
+				c.publish(ctx, a.Task)
+			}
+			return as, nil
+		}
+	wait:
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-deadline.C:
+			return nil, nil
+		case <-recheck.C:
+		case ev, ok := <-evs:
+			if ok && (ev.State != tasks.Queued || !slices.Contains(h.Groups, ev.Group)) {
+				goto wait
+			}
+		}
+	}
+}
+
+func (c *Coordinator) handleHeartbeat(w http.ResponseWriter, r *http.Request, s *session) error {
+	var req tasks.HeartbeatRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	evs, cancel := c.cfg.Events.Subscribe()
+	defer cancel()
+	stops, err := c.renew(r.Context(), s, req.Running)
+	if err != nil {
+		return err
+	}
+	if wait := min(time.Duration(req.Wait), c.cfg.MaxWait); len(stops) == 0 && wait > 0 && len(req.Running) > 0 {
+		stops, err = c.waitStop(r.Context(), s, req.Running, evs, wait)
+		if err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, tasks.HeartbeatResponse{Stop: stops})
+	return nil
+}
+
+// waitStop waits until one of the running attempts is stopped elsewhere
+// (a cancel), so that the shim hears of it at once, not at its next beat.
+func (c *Coordinator) waitStop(ctx context.Context, s *session, refs []tasks.LeaseRef, evs <-chan events.Event, wait time.Duration) ([]tasks.Stop, error) {
+	ids := make(map[tasks.ID]bool, len(refs))
+	for _, ref := range refs {
+		ids[ref.Task] = true
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-deadline.C:
+			return nil, nil
+		case ev, ok := <-evs:
+			if !ok {
+				return nil, nil
+			}
+			if !ids[ev.Task] || ev.State == tasks.Running {
+				continue
+			}
+		}
+		// A watched task changed: renewing again finds out whether it stopped.
+		stops, err := c.renew(ctx, s, refs)
+		if err != nil || len(stops) > 0 {
+			return stops, err
+		}
+	}
+}
+
+// renew extends the host's current leases and says why the others must stop.
+func (c *Coordinator) renew(ctx context.Context, s *session, refs []tasks.LeaseRef) ([]tasks.Stop, error) {
+	if len(refs) == 0 {
+		return nil, nil
+	}
+	stale, err := c.store.Renew(ctx, refs, c.cfg.Now().UTC(), c.cfg.LeaseTTL)
+	if err != nil {
+		return nil, fmt.Errorf("renew leases: %w", err)
+	}
+	stops := make([]tasks.Stop, 0, len(stale))
+	for _, ref := range stale {
+		reason := "lease lost"
+		if t, err := c.store.GetTask(ctx, ref.Task); err == nil && t.State == tasks.Cancelled && t.Attempt == ref.Attempt {
+			reason = "cancelled"
+		}
+		c.log.Info("stopping attempt", logTask, ref.Task, logAttempt, ref.Attempt, logHost, c.hostOf(s).Name, "reason", reason)
+		stops = append(stops, tasks.Stop{Task: ref.Task, Attempt: ref.Attempt, Reason: reason})
+	}
+	return stops, nil
+}
+
+// leaseFromRequest reads the lease of a raw-body worker call.
+func leaseFromRequest(r *http.Request) (tasks.LeaseRef, error) {
+	id, err := pathID(r)
+	if err != nil {
+		return tasks.LeaseRef{}, err
+	}
+	attempt, err := queryInt(r, "attempt", 0)
+	if err != nil {
+		return tasks.LeaseRef{}, err
+	}
+	if attempt < 1 {
+		return tasks.LeaseRef{}, tasks.Invalid("attempt", "is required")
+	}
+	tok := r.Header.Get("X-Mito-Lease")
+	if tok == "" {
+		return tasks.LeaseRef{}, tasks.Invalid("X-Mito-Lease", "header is required")
+	}
+	return tasks.LeaseRef{Task: id, Attempt: int(attempt), Token: tok}, nil
+}
+
+// maxLogChunk bounds one log upload.
+const maxLogChunk = 4 << 20
+
+func (c *Coordinator) handleAppendLog(w http.ResponseWriter, r *http.Request, s *session) error {
+	ref, err := leaseFromRequest(r)
+	if err != nil {
+		return err
+	}
+	stream, err := tasks.ParseStream(r.URL.Query().Get("stream"))
+	if err != nil {
+		return err
+	}
+	off, err := queryInt(r, "offset", -1)
+	if err != nil {
+		return err
+	}
+	if off < 0 {
+		return tasks.Invalid("offset", "is required")
+	}
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxLogChunk))
+	if err != nil {
+		return jsonError(err)
+	}
+	if off+int64(len(data)) > c.cfg.LogCap {
+		return &tasks.Error{Code: tasks.ETooLarge, Field: "offset", Message: fmt.Sprintf("offset: log would exceed the cap of %d bytes", c.cfg.LogCap)}
+	}
+	if err := c.store.AppendLog(r.Context(), ref, stream, off, data); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (c *Coordinator) handleUploadArtifact(w http.ResponseWriter, r *http.Request, s *session) error {
+	ref, err := leaseFromRequest(r)
+	if err != nil {
+		return err
+	}
+	name, err := artifacts.CleanName(r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	// Check the lease before taking the bytes: a stale attempt's upload is
+	// refused without storing anything.
+	if stale, err := c.store.Renew(r.Context(), []tasks.LeaseRef{ref}, c.cfg.Now().UTC(), c.cfg.LeaseTTL); err != nil {
+		return fmt.Errorf("check lease: %w", err)
+	} else if len(stale) > 0 {
+		return tasks.Errorf(tasks.EStaleLease, "task %d attempt %d: lease is no longer current", ref.Task, ref.Attempt)
+	}
+	if r.ContentLength > c.cfg.MaxArtifactSize {
+		return &tasks.Error{Code: tasks.ETooLarge, Field: "name", Message: fmt.Sprintf("artifact %s: %d bytes is over the limit of %d", name, r.ContentLength, c.cfg.MaxArtifactSize)}
+	}
+	key := artifactKey(ref.Task, ref.Attempt, name)
+	size, sum, err := c.cfg.Artifacts.Put(r.Context(), key, http.MaxBytesReader(w, r.Body, c.cfg.MaxArtifactSize))
+	if err != nil {
+		return fmt.Errorf("store artifact %s: %w", name, err)
+	}
+	a := tasks.Artifact{Task: ref.Task, Attempt: ref.Attempt, Name: name, Size: size, SHA256: sum, CreatedAt: c.cfg.Now().UTC()}
+	if err := c.store.AddArtifact(r.Context(), ref, a); err != nil {
+		if errors.Is(err, tasks.ErrStaleLease) {
+			_ = c.cfg.Artifacts.Delete(context.WithoutCancel(r.Context()), key)
+		}
+		return err
+	}
+	writeJSON(w, http.StatusCreated, a)
+	return nil
+}
+
+func (c *Coordinator) handleFinish(w http.ResponseWriter, r *http.Request, s *session) error {
+	var req tasks.FinishRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	if req.Lease.Task != id {
+		return tasks.Invalid("lease.task", "is %d but the path says %d", req.Lease.Task, id)
+	}
+	if err := req.Result.Validate(); err != nil {
+		return err
+	}
+	t, err := c.store.Finish(r.Context(), req.Lease, req.Result)
+	if err != nil {
+		return err
+	}
+	c.log.Info("task finished", logTask, t.ID, logAttempt, t.Attempt, logHost, t.Host, "state", t.State)
+	c.publish(r.Context(), t)
+	writeJSON(w, http.StatusOK, t)
+	return nil
+}
+
+// expireSessions forgets TCP workers that stopped calling, and marks
+// their hosts offline; their leases run out on their own.
+func (c *Coordinator) expireSessions(ctx context.Context) error {
+	t := time.NewTicker(c.cfg.LeaseTTL)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		var gone []tasks.Host
+		c.mu.Lock()
+		for id, s := range c.sessions {
+			if !s.linked && c.cfg.Now().Sub(s.lastSeen) > 2*c.cfg.LeaseTTL {
+				delete(c.sessions, id)
+				gone = append(gone, s.host)
+			}
+		}
+		c.mu.Unlock()
+		for _, h := range gone {
+			h.State, h.LastError, h.UpdatedAt = tasks.HostOffline, "worker stopped calling", c.cfg.Now().UTC()
+			if err := c.store.PutHost(ctx, h); err != nil {
+				c.log.Warn("store host", logHost, h.Name, logErr, err)
+			}
+		}
+	}
+}

@@ -1,0 +1,256 @@
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mitolab/mito/tasks"
+)
+
+// bin holds the binaries built once for all tests.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "mito-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = dir
+	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/mito", "../cmd/mito-shim")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build binaries:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const adminPassword = "e2e-admin-password"
+
+// lab is a running coordinator and a client configuration for it.
+type lab struct {
+	t      *testing.T
+	url    string
+	cfgDir string
+	work   string // shims' work root
+	cmd    *exec.Cmd
+	logs   *bytes.Buffer
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startLab starts `mito coordinator` with an inventory and logs in as admin.
+func startLab(t *testing.T, inventory string, extraArgs ...string) *lab {
+	t.Helper()
+	dir := t.TempDir()
+	inv := filepath.Join(dir, "inventory.yaml")
+	if err := os.WriteFile(inv, []byte(inventory), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := freePort(t)
+	l := &lab{t: t, url: "http://" + addr, cfgDir: filepath.Join(dir, "config"), work: filepath.Join(dir, "work"), logs: &bytes.Buffer{}}
+	args := append([]string{"coordinator", "--listen", addr, "--data-dir", filepath.Join(dir, "data"), "--inventory", inv, "--lease-ttl", "3s", "--kill-grace", "1s", "--log-level", "debug"}, extraArgs...)
+	l.cmd = exec.Command(filepath.Join(bin, "mito"), args...)
+	l.cmd.Env = append(os.Environ(), "MITO_ADMIN_PASSWORD="+adminPassword, "TMPDIR="+l.work)
+	if err := os.MkdirAll(l.work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l.cmd.Stdout, l.cmd.Stderr = l.logs, l.logs
+	if err := l.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		l.stop()
+		if t.Failed() {
+			t.Logf("coordinator log:\n%s", l.logs.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(l.url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("coordinator did not come up: %v\n%s", err, l.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	l.mustRun(withEnv("MITO_PASSWORD="+adminPassword), "client", "login", "-u", "admin")
+	return l
+}
+
+// stop sends SIGTERM and waits, as a service manager would.
+func (l *lab) stop() {
+	if l.cmd.ProcessState != nil {
+		return
+	}
+	_ = l.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = l.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		l.t.Errorf("coordinator did not stop within 30s of SIGTERM")
+		_ = l.cmd.Process.Kill()
+		<-done
+	}
+}
+
+type runOpt func(*exec.Cmd)
+
+func withEnv(kv ...string) runOpt { return func(c *exec.Cmd) { c.Env = append(c.Env, kv...) } }
+
+// run runs the mito binary as the lab's user and returns stdout, stderr
+// and the exit code.
+func (l *lab) run(opts []runOpt, args ...string) (string, string, int) {
+	l.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "mito"), args...)
+	cmd.Env = append(os.Environ(), "MITO_CONFIG_DIR="+l.cfgDir, "MITO_COORDINATOR="+l.url)
+	for _, o := range opts {
+		o(cmd)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		l.t.Fatalf("run mito %v: %v", args, err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+func (l *lab) mustRun(opt runOpt, args ...string) string {
+	l.t.Helper()
+	var opts []runOpt
+	if opt != nil {
+		opts = append(opts, opt)
+	}
+	out, errOut, code := l.run(opts, args...)
+	if code != 0 {
+		l.t.Fatalf("mito %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+// submit submits a task with `mito client submit -o json` and returns its id.
+func (l *lab) submit(args ...string) tasks.ID {
+	l.t.Helper()
+	out := l.mustRun(nil, append([]string{"client", "submit", "-o", "json"}, args...)...)
+	var t tasks.Task
+	if err := json.Unmarshal([]byte(out), &t); err != nil || t.ID == 0 {
+		l.t.Fatalf("submit printed %q; want a JSON task with an id (%v)", out, err)
+	}
+	return t.ID
+}
+
+func (l *lab) get(id tasks.ID) tasks.Task {
+	l.t.Helper()
+	out := l.mustRun(nil, "client", "tasks", "get", "-o", "json", strconv.FormatInt(int64(id), 10))
+	var t tasks.Task
+	if err := json.Unmarshal([]byte(out), &t); err != nil {
+		l.t.Fatalf("tasks get printed %q: %v", out, err)
+	}
+	return t
+}
+
+// waitFor polls until the task is in one of the states.
+func (l *lab) waitFor(id tasks.ID, timeout time.Duration, states ...tasks.State) tasks.Task {
+	l.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		t := l.get(id)
+		for _, s := range states {
+			if t.State == s {
+				return t
+			}
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatalf("task %d is %s after %s; want %v", id, t.State, timeout, states)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// liveInGroup lists the processes of a process group that are not zombies.
+func liveInGroup(pgid int) []int {
+	var live []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...; comm may hold spaces, so cut after ')'.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
+			continue
+		}
+		if g, _ := strconv.Atoi(f[2]); g == pgid {
+			live = append(live, pid)
+		}
+	}
+	return live
+}
+
+func readPID(t *testing.T, path string, timeout time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > 0 {
+				return n
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no pid in %s after %s", path, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func init() {
+	if runtime.GOOS != "linux" {
+		panic("the e2e tests need Linux")
+	}
+}

@@ -1,0 +1,383 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mitolab/mito/tasks"
+)
+
+// drainWait bounds how long output is read after the task's process group
+// was killed: only a process that left the group can still hold the pipes.
+const drainWait = 2 * time.Second
+
+// stopCause says why an attempt was killed before it exited by itself.
+type stopCause int
+
+const (
+	causeNone      stopCause = iota
+	causeTimeout             // it outlived its timeout
+	causeCancelled           // the coordinator stopped it
+	causeLeaseLost           // its lease ran out or a write was refused as stale
+	causeShutdown            // the worker is stopping
+)
+
+// attempt is one running attempt of a task.
+type attempt struct {
+	ref  tasks.LeaseRef
+	task tasks.Task
+	log  *slog.Logger
+	// ctx scopes the attempt's writes to the coordinator. cancelIO ends it
+	// when the lease is lost (nothing more may be written) and when the
+	// worker stops.
+	ctx      context.Context
+	cancelIO context.CancelFunc
+
+	stopOnce sync.Once
+	stopped  chan struct{} // closed when the attempt must be killed
+	cause    stopCause     // set before stopped is closed
+	reason   string
+
+	// renewedAt is guarded by worker.mu.
+	renewedAt time.Time
+}
+
+// stop asks for the attempt to be killed; the first call wins.
+func (a *attempt) stop(cause stopCause, reason string) {
+	a.stopOnce.Do(func() {
+		a.cause, a.reason = cause, reason
+		close(a.stopped)
+	})
+}
+
+// abandon kills the attempt and stops all its writes: its lease is gone, so
+// the coordinator would refuse them anyway, and it must not report an end.
+func (a *attempt) abandon(reason string) {
+	a.stop(causeLeaseLost, reason)
+	a.cancelIO()
+}
+
+// stopReason says why the attempt was stopped, or "" when it was not
+// (reason is only written before stopped is closed).
+func (a *attempt) stopReason() string {
+	if !a.isStopped() {
+		return ""
+	}
+	return a.reason
+}
+
+func (a *attempt) isStopped() bool {
+	select {
+	case <-a.stopped:
+		return true
+	default:
+		return false
+	}
+}
+
+// runAttempt runs one attempt from start to report, and always removes its
+// working directory.
+func (w *worker) runAttempt(a *attempt) {
+	a.log.Info("attempt started")
+	dir, err := os.MkdirTemp(w.workRoot, fmt.Sprintf("%d-%d-", a.ref.Task, a.ref.Attempt))
+	if err != nil {
+		now := time.Now()
+		w.finish(a, tasks.Result{State: tasks.Failed, Error: fmt.Sprintf("create work directory: %v", err), StartedAt: now, FinishedAt: now})
+		return
+	}
+	defer w.removeDir(a, dir)
+	out := filepath.Join(dir, "out")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		now := time.Now()
+		w.finish(a, tasks.Result{State: tasks.Failed, Error: fmt.Sprintf("create output directory: %v", err), StartedAt: now, FinishedAt: now})
+		return
+	}
+
+	res := w.execute(a, dir, out)
+	if a.ctx.Err() != nil {
+		// Lease lost or worker stopping: the attempt reports nothing more.
+		a.log.Info("attempt ended without a report", "reason", a.stopReason())
+		return
+	}
+	if res.State != tasks.Cancelled {
+		w.uploadArtifacts(a, out)
+		if a.ctx.Err() != nil {
+			return
+		}
+	}
+	w.finish(a, res)
+}
+
+// execute runs the task's process and streams its output until it exits,
+// is killed, and its output is drained and sent.
+func (w *worker) execute(a *attempt, dir, out string) tasks.Result {
+	res := tasks.Result{StartedAt: time.Now()}
+	fail := func(err error) tasks.Result {
+		res.State = tasks.Failed
+		res.Error = err.Error()
+		res.FinishedAt = time.Now()
+		return res
+	}
+	argv := a.task.Argv()
+	if len(argv) == 0 || argv[0] == "" {
+		return fail(errors.New("task has no command"))
+	}
+	env, path := w.taskEnv(a, dir, out)
+	prog, err := lookPath(argv[0], path)
+	if err != nil {
+		return fail(err)
+	}
+
+	// The process writes straight into pipes (not through Go copies), so
+	// that Wait returns when it exits even if a child still holds them.
+	stdoutR, stdoutW, err := os.Pipe()
+	if err != nil {
+		return fail(fmt.Errorf("create stdout pipe: %w", err))
+	}
+	stderrR, stderrW, err := os.Pipe()
+	if err != nil {
+		stdoutR.Close()
+		stdoutW.Close()
+		return fail(fmt.Errorf("create stderr pipe: %w", err))
+	}
+	defer stdoutR.Close()
+	defer stderrR.Close()
+	cmd := &exec.Cmd{
+		Path:   prog,
+		Args:   argv,
+		Env:    env,
+		Dir:    dir,
+		Stdout: stdoutW,
+		Stderr: stderrW,
+		// Its own process group, so that one kill reaches everything it
+		// started.
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+	res.StartedAt = time.Now()
+	err = cmd.Start()
+	stdoutW.Close()
+	stderrW.Close()
+	if err != nil {
+		return fail(err)
+	}
+	pid := cmd.Process.Pid
+
+	pumps := []*logPump{
+		newLogPump(w, a, tasks.Stdout, w.logCap),
+		newLogPump(w, a, tasks.Stderr, w.logCap),
+	}
+	var wg sync.WaitGroup
+	for i, r := range []*os.File{stdoutR, stderrR} {
+		p := pumps[i]
+		wg.Go(func() { p.read(r) })
+		wg.Go(func() { p.upload(a.ctx) })
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	wg.Go(func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	})
+
+	cause := w.supervise(a, pid, exited)
+	res.FinishedAt = time.Now()
+	// No stray child may outlive the task; what is left of its group dies
+	// now, and with it the last writers of the pipes.
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	deadline := time.Now().Add(drainWait)
+	_ = stdoutR.SetReadDeadline(deadline)
+	_ = stderrR.SetReadDeadline(deadline)
+	wg.Wait()
+
+	res.StdoutTruncated = pumps[0].isTruncated()
+	res.StderrTruncated = pumps[1].isTruncated()
+	if cmd.ProcessState == nil {
+		return fail(fmt.Errorf("wait for process: %w", waitErr))
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
+		switch {
+		case ws.Exited():
+			code := ws.ExitStatus()
+			res.ExitCode = &code
+		case ws.Signaled():
+			res.Signal = signalName(ws.Signal())
+		}
+	}
+	switch cause {
+	case causeTimeout:
+		res.State = tasks.TimedOut
+		res.Error = "timed out after " + w.timeout(a).String()
+	case causeCancelled:
+		res.State = tasks.Cancelled
+		res.Error = "cancelled"
+		if a.reason != "" {
+			res.Error = "cancelled: " + a.reason
+		}
+	default:
+		res.State = tasks.Failed
+		if res.ExitCode != nil && *res.ExitCode == 0 {
+			res.State = tasks.Succeeded
+		}
+	}
+	return res
+}
+
+func (w *worker) timeout(a *attempt) time.Duration {
+	if t := time.Duration(a.task.Timeout); t > 0 {
+		return t
+	}
+	return tasks.DefaultTimeout
+}
+
+// supervise waits for the process to exit, killing its group when it times
+// out or must stop, and returns why it was killed (causeNone if it was not).
+func (w *worker) supervise(a *attempt, pid int, exited <-chan struct{}) stopCause {
+	timer := time.NewTimer(w.timeout(a))
+	defer timer.Stop()
+	var cause stopCause
+	select {
+	case <-exited:
+		return causeNone
+	case <-timer.C:
+		cause = causeTimeout
+		a.log.Info("attempt timed out; killing it", "timeout", w.timeout(a))
+	case <-a.stopped:
+		cause = a.cause
+	case <-a.ctx.Done():
+		cause = causeShutdown
+	}
+	// SIGTERM first so the task can clean up, SIGKILL after the grace.
+	_ = syscall.Kill(-pid, syscall.SIGTERM)
+	grace := time.NewTimer(w.grace)
+	defer grace.Stop()
+	select {
+	case <-exited:
+	case <-grace.C:
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		<-exited
+	}
+	return cause
+}
+
+// taskEnv builds a task's environment: the base, then the host's variables
+// from the inventory, then the task's, then mito's own, which nothing may
+// override. It also returns the PATH the program is looked up in.
+func (w *worker) taskEnv(a *attempt, dir, out string) ([]string, string) {
+	m := make(map[string]string)
+	for _, kv := range w.baseEnv {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	maps.Copy(m, w.hostEnv)
+	maps.Copy(m, a.task.Env)
+	m["MITO_TASK_ID"] = strconv.FormatInt(int64(a.ref.Task), 10)
+	m["MITO_ATTEMPT"] = strconv.Itoa(a.ref.Attempt)
+	m["MITO_WORK_DIR"] = dir
+	m["MITO_OUTPUT_DIR"] = out
+	if _, ok := m["PATH"]; !ok {
+		m["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+	}
+	env := make([]string, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		env = append(env, k+"="+m[k])
+	}
+	return env, m["PATH"]
+}
+
+// lookPath finds a program like exec.LookPath does, but in the task's PATH
+// rather than the worker's, since the inventory may add directories for a
+// host's tools. Relative PATH entries are skipped, as exec.LookPath refuses
+// them. A name with a slash is used as is, relative to the work directory.
+func lookPath(file, path string) (string, error) {
+	if strings.Contains(file, "/") {
+		return file, nil
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if !filepath.IsAbs(dir) {
+			continue
+		}
+		p := filepath.Join(dir, file)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", &exec.Error{Name: file, Err: exec.ErrNotFound}
+}
+
+// removeDir removes an attempt's working directory, also when the task made
+// parts of it read-only.
+func (w *worker) removeDir(a *attempt, dir string) {
+	if err := os.RemoveAll(dir); err == nil {
+		return
+	}
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	if err := os.RemoveAll(dir); err != nil {
+		a.log.Warn("cannot remove work directory", "dir", dir, keyErr, err)
+	}
+}
+
+// finish reports the attempt's result, retrying while the coordinator
+// cannot be reached and the lease holds. A refusal because the lease is no
+// longer current is expected after a stop and is not an error.
+func (w *worker) finish(a *attempt, res tasks.Result) {
+	bo := backoff{min: 250 * time.Millisecond, max: 5 * time.Second}
+	for try := 1; ; try++ {
+		_, err := w.c.Finish(a.ctx, a.ref, res)
+		switch {
+		case err == nil:
+			a.log.Info("attempt finished", "state", res.State)
+			return
+		case a.ctx.Err() != nil:
+			return
+		case leaseGone(err):
+			a.log.Info("coordinator refused the result; the attempt is no longer current", "state", res.State, keyErr, err)
+			return
+		case !retryable(err) || try >= maxTries:
+			a.log.Error("cannot report the result", "state", res.State, keyErr, err)
+			return
+		}
+		a.log.Warn("cannot report the result; retrying", keyErr, err)
+		sleep(a.ctx, bo.next())
+	}
+}
+
+// maxTries bounds the retries of one write, so that a coordinator that
+// keeps failing cannot hold a slot forever while it still renews leases.
+const maxTries = 20
+
+// signalNames spells the signals a task is likely to die of as people
+// know them ("SIGKILL"), which syscall.Signal.String does not.
+var signalNames = map[syscall.Signal]string{
+	syscall.SIGABRT: "SIGABRT", syscall.SIGALRM: "SIGALRM", syscall.SIGBUS: "SIGBUS",
+	syscall.SIGFPE: "SIGFPE", syscall.SIGHUP: "SIGHUP", syscall.SIGILL: "SIGILL",
+	syscall.SIGINT: "SIGINT", syscall.SIGKILL: "SIGKILL", syscall.SIGPIPE: "SIGPIPE",
+	syscall.SIGQUIT: "SIGQUIT", syscall.SIGSEGV: "SIGSEGV", syscall.SIGSYS: "SIGSYS",
+	syscall.SIGTERM: "SIGTERM", syscall.SIGTRAP: "SIGTRAP", syscall.SIGUSR1: "SIGUSR1",
+	syscall.SIGUSR2: "SIGUSR2", syscall.SIGXCPU: "SIGXCPU", syscall.SIGXFSZ: "SIGXFSZ",
+}
+
+func signalName(s syscall.Signal) string {
+	if n, ok := signalNames[s]; ok {
+		return n
+	}
+	return fmt.Sprintf("signal %d", int(s))
+}

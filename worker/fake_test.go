@@ -1,0 +1,344 @@
+package worker
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mitolab/mito/tasks"
+)
+
+// fakeCoord is an in-memory coordinator that speaks the worker protocol,
+// for fast unit tests of the loop. The real coordinator's end-to-end tests
+// drive the shim against the real thing.
+type fakeCoord struct {
+	t   *testing.T
+	srv *httptest.Server
+	reg tasks.RegisterResponse
+
+	// mu guards the fields below.
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every change
+	nextID  tasks.ID
+	queue   []tasks.ID
+	tasks   map[tasks.ID]*fakeTask
+	// Failure injection.
+	claimStatus     int  // answer claims with this status when non-zero
+	failHeartbeats  bool // answer heartbeats with 503
+	registered      tasks.RegisterRequest
+	heartbeatsSeen  int
+	claimed, maxRun int // attempts claimed and not finished; the most at once
+}
+
+type fakeTask struct {
+	task      tasks.Task
+	token     string
+	logs      map[tasks.Stream][]byte
+	artifacts map[string][]byte
+	result    *tasks.Result
+	stop      string // when set, heartbeats answer Stop with this reason
+	staleLogs bool   // when set, log writes get 409 stale_lease
+}
+
+func newFake(t *testing.T, reg tasks.RegisterResponse) *fakeCoord {
+	t.Helper()
+	f := &fakeCoord{t: t, reg: reg, changed: make(chan struct{}), tasks: make(map[tasks.ID]*fakeTask)}
+	if f.reg.Session == "" {
+		f.reg.Session = "session-1"
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /worker/v1/register", f.register)
+	mux.HandleFunc("POST /worker/v1/claim", f.session(f.claim))
+	mux.HandleFunc("POST /worker/v1/heartbeat", f.session(f.heartbeat))
+	mux.HandleFunc("POST /worker/v1/tasks/{id}/log", f.session(f.log))
+	mux.HandleFunc("PUT /worker/v1/tasks/{id}/artifacts/{name...}", f.session(f.artifact))
+	mux.HandleFunc("POST /worker/v1/tasks/{id}/finish", f.session(f.finish))
+	f.srv = httptest.NewServer(mux)
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+// broadcast wakes every waiter; the caller holds mu.
+func (f *fakeCoord) broadcast() {
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+func writeErr(w http.ResponseWriter, status int, code tasks.Code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": tasks.Error{Code: code, Message: msg}})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (f *fakeCoord) session(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Mito-Session") != f.reg.Session {
+			writeErr(w, http.StatusUnauthorized, tasks.EUnauthorized, "no session")
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (f *fakeCoord) register(w http.ResponseWriter, r *http.Request) {
+	var req tasks.RegisterRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeErr(w, http.StatusBadRequest, tasks.EInvalid, err.Error())
+		return
+	}
+	f.mu.Lock()
+	f.registered = req
+	f.mu.Unlock()
+	writeJSON(w, f.reg)
+}
+
+func (f *fakeCoord) claim(w http.ResponseWriter, r *http.Request) {
+	var req tasks.ClaimRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeErr(w, http.StatusBadRequest, tasks.EInvalid, err.Error())
+		return
+	}
+	timer := time.NewTimer(time.Duration(req.Wait))
+	defer timer.Stop()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	expired := false
+	for len(f.queue) == 0 && f.claimStatus == 0 && !expired {
+		ch := f.changed
+		f.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+			expired = true
+		case <-r.Context().Done():
+			expired = true
+		}
+		f.mu.Lock()
+	}
+	if f.claimStatus != 0 {
+		writeErr(w, f.claimStatus, tasks.EUnauthorized, "token revoked")
+		return
+	}
+	resp := tasks.ClaimResponse{Assignments: []tasks.Assignment{}}
+	for len(f.queue) > 0 && len(resp.Assignments) < req.Max {
+		ft := f.tasks[f.queue[0]]
+		f.queue = f.queue[1:]
+		ft.task.Attempt++
+		ft.task.State = tasks.Running
+		ft.token = fmt.Sprintf("token-%d-%d", ft.task.ID, ft.task.Attempt)
+		ref := tasks.LeaseRef{Task: ft.task.ID, Attempt: ft.task.Attempt, Token: ft.token}
+		resp.Assignments = append(resp.Assignments, tasks.Assignment{Lease: tasks.Lease{LeaseRef: ref, Expires: time.Now().Add(time.Duration(f.reg.LeaseTTL))}, Task: ft.task})
+		f.claimed++
+		f.maxRun = max(f.maxRun, f.claimed)
+	}
+	writeJSON(w, resp)
+}
+
+func (f *fakeCoord) heartbeat(w http.ResponseWriter, r *http.Request) {
+	var req tasks.HeartbeatRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeErr(w, http.StatusBadRequest, tasks.EInvalid, err.Error())
+		return
+	}
+	timer := time.NewTimer(time.Duration(req.Wait))
+	defer timer.Stop()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.heartbeatsSeen++
+	if f.failHeartbeats {
+		writeErr(w, http.StatusServiceUnavailable, tasks.EUnavailable, "down for the test")
+		return
+	}
+	for {
+		var resp tasks.HeartbeatResponse
+		for _, ref := range req.Running {
+			if ft := f.tasks[ref.Task]; ft != nil && ft.stop != "" {
+				resp.Stop = append(resp.Stop, tasks.Stop{Task: ref.Task, Attempt: ref.Attempt, Reason: ft.stop})
+			}
+		}
+		if len(resp.Stop) > 0 {
+			writeJSON(w, resp)
+			return
+		}
+		ch := f.changed
+		f.mu.Unlock()
+		select {
+		case <-ch:
+			f.mu.Lock()
+			continue
+		case <-timer.C:
+		case <-r.Context().Done():
+		}
+		f.mu.Lock()
+		writeJSON(w, resp)
+		return
+	}
+}
+
+// lease finds the task of a write and checks its lease; it answers and
+// returns nil when the write must be refused. The caller holds mu.
+func (f *fakeCoord) lease(w http.ResponseWriter, id string, attempt int, token string) *fakeTask {
+	n, _ := strconv.ParseInt(id, 10, 64)
+	ft := f.tasks[tasks.ID(n)]
+	switch {
+	case ft == nil:
+		writeErr(w, http.StatusNotFound, tasks.ENotFound, "no such task")
+	case ft.token != token || ft.task.Attempt != attempt || ft.result != nil:
+		writeErr(w, http.StatusConflict, tasks.EStaleLease, "lease is no longer current")
+	default:
+		return ft
+	}
+	return nil
+}
+
+func (f *fakeCoord) log(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return
+	}
+	attempt, _ := strconv.Atoi(r.URL.Query().Get("attempt"))
+	offset, _ := strconv.Atoi(r.URL.Query().Get("offset"))
+	stream, err := tasks.ParseStream(r.URL.Query().Get("stream"))
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, tasks.EInvalid, err.Error())
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ft := f.lease(w, r.PathValue("id"), attempt, r.Header.Get("X-Mito-Lease"))
+	if ft == nil {
+		return
+	}
+	if ft.staleLogs {
+		writeErr(w, http.StatusConflict, tasks.EStaleLease, "lease is no longer current")
+		return
+	}
+	buf := ft.logs[stream]
+	if offset > len(buf) {
+		writeErr(w, http.StatusBadRequest, tasks.EInvalid, fmt.Sprintf("offset: %d is past the end %d", offset, len(buf)))
+		return
+	}
+	if end := offset + len(body); end > len(buf) {
+		buf = append(buf[:offset:offset], body...)
+	}
+	ft.logs[stream] = buf
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (f *fakeCoord) artifact(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return
+	}
+	if int64(len(body)) != r.ContentLength {
+		writeErr(w, http.StatusBadRequest, tasks.EInvalid, "length mismatch")
+		return
+	}
+	attempt, _ := strconv.Atoi(r.URL.Query().Get("attempt"))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ft := f.lease(w, r.PathValue("id"), attempt, r.Header.Get("X-Mito-Lease"))
+	if ft == nil {
+		return
+	}
+	ft.artifacts[r.PathValue("name")] = body
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (f *fakeCoord) finish(w http.ResponseWriter, r *http.Request) {
+	var req tasks.FinishRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeErr(w, http.StatusBadRequest, tasks.EInvalid, err.Error())
+		return
+	}
+	if err := req.Result.Validate(); err != nil {
+		writeErr(w, http.StatusBadRequest, tasks.EInvalid, err.Error())
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ft := f.lease(w, r.PathValue("id"), req.Lease.Attempt, req.Lease.Token)
+	if ft == nil {
+		return
+	}
+	res := req.Result
+	ft.result = &res
+	ft.task.State = res.State
+	f.claimed--
+	f.broadcast()
+	writeJSON(w, ft.task)
+}
+
+// submit queues a task and returns its id.
+func (f *fakeCoord) submit(spec tasks.Spec) tasks.ID {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.nextID++
+	id := f.nextID
+	if spec.Timeout == 0 {
+		spec.Timeout = tasks.Duration(time.Minute)
+	}
+	f.tasks[id] = &fakeTask{
+		task:      tasks.Task{ID: id, Spec: spec, State: tasks.Queued},
+		logs:      make(map[tasks.Stream][]byte),
+		artifacts: make(map[string][]byte),
+	}
+	f.queue = append(f.queue, id)
+	f.broadcast()
+	return id
+}
+
+// with runs fn on a task under the lock, and wakes waiters.
+func (f *fakeCoord) with(id tasks.ID, fn func(ft *fakeTask)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f.tasks[id])
+	f.broadcast()
+}
+
+// waitResult waits for the task's reported result.
+func (f *fakeCoord) waitResult(t *testing.T, id tasks.ID, timeout time.Duration) tasks.Result {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		f.mu.Lock()
+		ft := f.tasks[id]
+		res, ch := ft.result, f.changed
+		f.mu.Unlock()
+		if res != nil {
+			return *res
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("task %d: no result after %s", id, timeout)
+		}
+	}
+}
+
+// snapshotTask returns a copy of what the fake knows of a task.
+func (f *fakeCoord) snapshotTask(id tasks.ID) (logs map[tasks.Stream]string, artifacts map[string]string, res *tasks.Result) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ft := f.tasks[id]
+	logs = map[tasks.Stream]string{}
+	for k, v := range ft.logs {
+		logs[k] = string(v)
+	}
+	artifacts = map[string]string{}
+	for k, v := range ft.artifacts {
+		artifacts[k] = string(v)
+	}
+	return logs, artifacts, ft.result
+}

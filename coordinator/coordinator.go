@@ -113,6 +113,8 @@ type Coordinator struct {
 	store   store.Store
 	log     *slog.Logger
 	handler http.Handler
+	// patterns lists the served routes, for the API documentation test.
+	patterns []string
 
 	// mu guards sessions.
 	mu       sync.Mutex

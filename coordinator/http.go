@@ -15,13 +15,19 @@ import (
 // maxJSONBody bounds a JSON request body.
 const maxJSONBody = 8 << 20
 
+// routes builds the mux. Every pattern is also recorded in c.patterns, so
+// that a test can hold docs/api.md to what is served.
 func (c *Coordinator) routes() http.Handler {
 	mux := http.NewServeMux()
+	handle := func(pattern string, h http.Handler) {
+		c.patterns = append(c.patterns, pattern)
+		mux.Handle(pattern, h)
+	}
 	user := func(pattern string, h func(http.ResponseWriter, *http.Request, tasks.User) error) {
-		mux.Handle(pattern, c.authenticated(h))
+		handle(pattern, c.authenticated(h))
 	}
 	anon := func(pattern string, h func(http.ResponseWriter, *http.Request) error) {
-		mux.Handle(pattern, c.errorHandler(h))
+		handle(pattern, c.errorHandler(h))
 	}
 
 	anon("POST /api/v1/auth/login", c.handleLogin)
@@ -55,7 +61,7 @@ func (c *Coordinator) routes() http.Handler {
 	user("GET /api/v1/hosts/{name}", c.handleGetHost)
 
 	worker := func(pattern string, h func(http.ResponseWriter, *http.Request, *session) error) {
-		mux.Handle(pattern, c.workerSession(h))
+		handle(pattern, c.workerSession(h))
 	}
 	anon("POST /worker/v1/register", c.handleRegister)
 	worker("POST /worker/v1/claim", c.handleClaim)

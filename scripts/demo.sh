@@ -41,7 +41,7 @@ sleep 1
 
 step "submitting four tasks"
 submit() {
-  echo "\$ mito client submit $*"
+  echo "\$ mito client submit $(printf '%q ' "$@")"
   id=$("$MITO" client submit -q "$@")
   echo "submitted task $id"
   IDS="$IDS $id"

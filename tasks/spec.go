@@ -3,6 +3,7 @@ package tasks
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"regexp"
 	"sort"
 	"strconv"
@@ -52,7 +53,11 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		if err2 := json.Unmarshal(b, &secs); err2 != nil {
 			return fmt.Errorf("duration must be a string such as \"10m\" or a number of seconds")
 		}
-		*d = Duration(secs * float64(time.Second))
+		v, ok := floatDuration(secs, time.Second)
+		if !ok {
+			return fmt.Errorf("duration of %v seconds is out of range", secs)
+		}
+		*d = Duration(v)
 		return nil
 	}
 	v, err := ParseDuration(s)
@@ -69,19 +74,37 @@ func ParseDuration(s string) (time.Duration, error) {
 	if s == "" {
 		return 0, nil
 	}
+	bad := fmt.Errorf("invalid duration %q (want e.g. 90s, 10m, 1h30m, 2d)", s)
 	if n, err := strconv.ParseFloat(s, 64); err == nil {
-		return time.Duration(n * float64(time.Second)), nil
+		if v, ok := floatDuration(n, time.Second); ok {
+			return v, nil
+		}
+		return 0, bad
 	}
 	if strings.HasSuffix(s, "d") {
 		if n, err := strconv.ParseFloat(strings.TrimSuffix(s, "d"), 64); err == nil {
-			return time.Duration(n * float64(24*time.Hour)), nil
+			if v, ok := floatDuration(n, 24*time.Hour); ok {
+				return v, nil
+			}
+			return 0, bad
 		}
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q (want e.g. 90s, 10m, 1h30m, 2d)", s)
+		return 0, bad
 	}
 	return v, nil
+}
+
+// floatDuration returns n units as a Duration. It refuses NaN, infinities
+// and values past the Duration range, which a plain conversion would turn
+// into an arbitrary, platform-dependent value ("inf" became -292 years).
+func floatDuration(n float64, unit time.Duration) (time.Duration, bool) {
+	v := n * float64(unit)
+	if math.IsNaN(v) || v >= math.MaxInt64 || v < math.MinInt64 {
+		return 0, false
+	}
+	return time.Duration(v), true
 }
 
 // Spec is what a user asks to run: the command and the conditions under

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -43,8 +44,9 @@ for hosts that can dial out to the coordinator instead. It registers under
 runs each in a fresh directory under --work-dir with its own process group,
 streams its output and uploads the files it writes to $MITO_OUTPUT_DIR.
 
-It authenticates with an API token (--token, or the MITO_TOKEN environment
-variable) whose user may write to every group it serves. It stops on
+It authenticates with an API token (--token, the MITO_TOKEN environment
+variable, or the token 'mito client login' stored for that coordinator)
+whose user may write to every group it serves. It stops on
 SIGINT, SIGTERM or SIGHUP, killing the tasks it runs: the coordinator then
 queues them again.`,
 		Example: `  # Serve the "lab" group with two slots, on a host tagged 10g and bbr
@@ -97,7 +99,10 @@ func runWorker(ctx context.Context, opts workerOptions, stderr io.Writer) error 
 		return usagef("--coordinator is required: give the coordinator's URL, e.g. --coordinator https://mito.example:8443")
 	}
 	if opts.token == "" {
-		return usagef("no API token: pass --token or set MITO_TOKEN")
+		opts.token = storedToken(opts.coordinator)
+	}
+	if opts.token == "" {
+		return usagef("no API token: pass --token, set MITO_TOKEN, or log in first with 'mito client login -c %s'", opts.coordinator)
 	}
 	if opts.name == "" {
 		h, err := os.Hostname()
@@ -132,4 +137,22 @@ func runWorker(ctx context.Context, opts workerOptions, stderr io.Writer) error 
 	cfg.Tags = opts.tags
 	cfg.Slots = opts.slots
 	return worker.Run(ctx, cfg)
+}
+
+// storedToken returns the token 'mito client login' stored for the
+// coordinator, if it has one that has not expired.
+func storedToken(coordinator string) string {
+	dir, err := configDir()
+	if err != nil {
+		return ""
+	}
+	creds, err := loadCredentials(dir)
+	if err != nil {
+		return ""
+	}
+	c, ok := creds[coordinatorKey(coordinator)]
+	if !ok || c.expired(time.Now()) {
+		return ""
+	}
+	return c.Token
 }

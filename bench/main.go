@@ -1,0 +1,458 @@
+// Command bench measures mito end to end: no-op tasks per second, and the
+// latency from submit to start, through a real coordinator, a real store
+// (SQLite in a temporary directory, or a fresh schema of a PostgreSQL
+// database) and real local hosts, each a mito-shim child process speaking
+// the worker protocol over its stdin/stdout. Tasks are submitted and
+// followed with the Go SDK over loopback HTTP, as a user's program would.
+//
+// It prints markdown table rows; bench/run.sh runs it for a few
+// configurations and docs/benchmarks.md keeps the results.
+//
+//	go run ./bench -store sqlite -hosts 2 -slots 4 -tasks 2000 -shim bin/mito-shim
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/mitolab/mito/client"
+	"github.com/mitolab/mito/coordinator"
+	"github.com/mitolab/mito/coordinator/artifacts"
+	"github.com/mitolab/mito/coordinator/store"
+	"github.com/mitolab/mito/coordinator/store/postgres"
+	"github.com/mitolab/mito/coordinator/store/sqlite"
+	"github.com/mitolab/mito/inventory"
+	"github.com/mitolab/mito/tasks"
+)
+
+const (
+	adminPassword = "bench-admin-password"
+	// group is the admin's personal group, which every bench host serves.
+	group = "admin"
+)
+
+type options struct {
+	store      string
+	pgURL      string
+	hosts      int
+	slots      int
+	tasks      int
+	batch      int
+	samples    int
+	gap        time.Duration
+	shim       string
+	timeout    time.Duration
+	header     bool
+	cpuProfile string
+	verbose    bool
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.store, "store", "sqlite", "store: sqlite or postgres")
+	flag.StringVar(&o.pgURL, "pg", os.Getenv("MITO_TEST_PG_URL"), "PostgreSQL URL for -store postgres (default $MITO_TEST_PG_URL); the bench works in a fresh schema and drops it")
+	flag.IntVar(&o.hosts, "hosts", 2, "number of local hosts (shim processes)")
+	flag.IntVar(&o.slots, "slots", 4, "slots per host")
+	flag.IntVar(&o.tasks, "tasks", 2000, "no-op tasks in the throughput run")
+	flag.IntVar(&o.batch, "batch", 500, "tasks per SubmitBatch call in the throughput run")
+	flag.IntVar(&o.samples, "latency-samples", 200, "tasks submitted one at a time, on idle hosts, for the latency run (0 skips it)")
+	flag.DurationVar(&o.gap, "latency-gap", 50*time.Millisecond, "pause between latency samples, so that every shim is back in its claim long poll")
+	flag.StringVar(&o.shim, "shim", "bin/mito-shim", "the mito-shim binary (make build)")
+	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up after this long")
+	flag.BoolVar(&o.header, "header", false, "print the markdown table header before the row")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the in-process coordinator (and the bench client) to this file")
+	flag.BoolVar(&o.verbose, "v", false, "log the coordinator at info level to stderr (default: warnings only)")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
+		os.Exit(2)
+	}
+	if err := run(o); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// result is one row of the table.
+type result struct {
+	store          string
+	hosts, slots   int
+	tasks          int
+	elapsed        time.Duration // first submit to last finish
+	claim          []time.Duration
+	done           []time.Duration
+	selfCPU, child time.Duration // user+system CPU of this process, and of the shims and their tasks
+}
+
+func run(o options) error {
+	if o.hosts < 1 || o.slots < 1 || o.tasks < 1 || o.batch < 1 || o.samples < 0 {
+		return errors.New("-hosts, -slots, -tasks and -batch must be positive, -latency-samples not negative")
+	}
+	shim, err := filepath.Abs(o.shim)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(shim); err != nil {
+		return fmt.Errorf("shim: %w (run make build)", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+
+	dir, err := os.MkdirTemp("", "mito-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	st, closeStore, err := openStore(ctx, o, dir)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	r, err := bench(ctx, o, st, dir, shim)
+	if err != nil {
+		return err
+	}
+	if o.header {
+		fmt.Println("| store | hosts×slots | tasks | tasks/s | submit→start p50 | p99 | max | submit→done p50 (client) | p99 | CPU coordinator+client | CPU shims+tasks |")
+		fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	}
+	fmt.Printf("| %s | %d×%d | %d | %.0f | %s | %s | %s | %s | %s | %s | %s |\n",
+		r.store, r.hosts, r.slots, r.tasks, float64(r.tasks)/r.elapsed.Seconds(),
+		ms(pct(r.claim, 50)), ms(pct(r.claim, 99)), ms(pct(r.claim, 100)),
+		ms(pct(r.done, 50)), ms(pct(r.done, 99)),
+		secs(r.selfCPU), secs(r.child))
+	return nil
+}
+
+// openStore opens the store o asks for, and returns what closes it (and,
+// for PostgreSQL, drops the bench's schema).
+func openStore(ctx context.Context, o options, dir string) (store.Store, func(), error) {
+	switch o.store {
+	case "sqlite":
+		st, err := sqlite.Open(ctx, filepath.Join(dir, "mito.db"))
+		if err != nil {
+			return nil, nil, fmt.Errorf("open SQLite store: %w", err)
+		}
+		return st, func() { st.Close() }, nil
+	case "postgres":
+		if o.pgURL == "" {
+			return nil, nil, errors.New("-store postgres needs -pg or MITO_TEST_PG_URL")
+		}
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		schema := "mito_bench_" + hex.EncodeToString(b[:])
+		drop := func() {
+			// The bench's context may be done by now.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			conn, err := pgx.Connect(ctx, o.pgURL)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "bench: drop schema %s: %v\n", schema, err)
+				return
+			}
+			defer conn.Close(ctx)
+			if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{schema}.Sanitize()+` CASCADE`); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: drop schema %s: %v\n", schema, err)
+			}
+		}
+		st, err := postgres.Open(ctx, o.pgURL, postgres.WithSchema(schema))
+		if err != nil {
+			drop()
+			return nil, nil, fmt.Errorf("open PostgreSQL store: %w", err)
+		}
+		return st, func() { st.Close(); drop() }, nil
+	}
+	return nil, nil, fmt.Errorf("-store: want sqlite or postgres, got %q", o.store)
+}
+
+// bench runs a coordinator with its hosts, measures, and stops it all.
+func bench(ctx context.Context, o options, st store.Store, dir, shim string) (result, error) {
+	res := result{store: o.store, hosts: o.hosts, slots: o.slots, tasks: o.tasks}
+	arts, err := artifacts.NewDir(filepath.Join(dir, "artifacts"))
+	if err != nil {
+		return res, err
+	}
+	level := slog.LevelWarn
+	if o.verbose {
+		level = slog.LevelInfo
+	}
+	var hosts []inventory.Host
+	for i := range o.hosts {
+		hosts = append(hosts, inventory.Host{
+			Name: fmt.Sprintf("bench%d", i+1), Transport: inventory.TransportLocal,
+			Groups: []string{group}, Slots: o.slots, Artifacts: inventory.ArtifactsAuto,
+		})
+	}
+	c := coordinator.New(coordinator.Config{
+		Store: st, Artifacts: arts, Hosts: hosts,
+		Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		ShimCommand: []string{shim, "-work-dir", filepath.Join(dir, "work")},
+	})
+	if _, err := c.EnsureAdmin(ctx, adminPassword, filepath.Join(dir, "admin-password")); err != nil {
+		return res, err
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return res, fmt.Errorf("listen: %w", err)
+	}
+	// Long polls watch reqCtx, so that shutdown does not wait for them.
+	reqCtx, stopRequests := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRequests()
+	srv := &http.Server{
+		Handler:           c.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return reqCtx },
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	runCtx, stopRun := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- c.Run(runCtx) }()
+	stopped := false
+	shutdown := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		stopRun()
+		<-ran // every shim has exited, so its CPU counts as the children's
+		stopRequests()
+		_ = srv.Close()
+		<-served
+	}
+	defer shutdown()
+
+	url := "http://" + ln.Addr().String()
+	anon, err := client.New(url)
+	if err != nil {
+		return res, err
+	}
+	cred, err := anon.Login(ctx, "admin", adminPassword, 0)
+	if err != nil {
+		return res, fmt.Errorf("log in: %w", err)
+	}
+	cl, err := client.New(url, client.WithToken(cred.Token))
+	if err != nil {
+		return res, err
+	}
+	if err := waitHostsReady(ctx, cl, o.hosts); err != nil {
+		return res, err
+	}
+	// One task per slot first, so that the measured runs do not include
+	// the first exec of every shim and the store's first statements.
+	if _, err := throughput(ctx, cl, o.hosts*o.slots, o.batch); err != nil {
+		return res, fmt.Errorf("warm up: %w", err)
+	}
+
+	self0, child0 := cpu()
+	if res.elapsed, err = throughput(ctx, cl, o.tasks, o.batch); err != nil {
+		return res, err
+	}
+	if res.claim, res.done, err = latency(ctx, cl, o.samples, o.gap); err != nil {
+		return res, err
+	}
+	shutdown()
+	self1, child1 := cpu()
+	res.selfCPU, res.child = self1-self0, child1-child0
+	return res, nil
+}
+
+// waitHostsReady waits until n hosts have registered.
+func waitHostsReady(ctx context.Context, cl *client.Client, n int) error {
+	for {
+		hs, err := cl.ListHosts(ctx)
+		if err != nil {
+			return fmt.Errorf("list hosts: %w", err)
+		}
+		ready := 0
+		for _, h := range hs {
+			if h.State == tasks.HostReady {
+				ready++
+			}
+		}
+		if ready == n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for hosts: %d of %d ready: %w", ready, n, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func noop() tasks.Spec { return tasks.Spec{Group: group, Command: []string{"true"}} }
+
+// throughput submits n no-op tasks in batches, waits until none is queued
+// or running, checks that every one succeeded, and returns the time from
+// the first submit to the last finish.
+func throughput(ctx context.Context, cl *client.Client, n, batch int) (time.Duration, error) {
+	var ids []tasks.ID
+	start := time.Now()
+	for left := n; left > 0; {
+		k := min(left, batch)
+		specs := make([]tasks.Spec, k)
+		for i := range specs {
+			specs[i] = noop()
+		}
+		ts, err := cl.SubmitBatch(ctx, specs)
+		if err != nil {
+			return 0, fmt.Errorf("submit: %w", err)
+		}
+		for _, t := range ts {
+			ids = append(ids, t.ID)
+		}
+		left -= k
+	}
+	lo, hi := slices.Min(ids), slices.Max(ids)
+
+	// Poll for the newest unfinished task; tasks run oldest first, so it is
+	// normally among the last to go.
+	for {
+		open, _, err := cl.ListTasks(ctx, tasks.Filter{States: []tasks.State{tasks.Queued, tasks.Running}, Limit: 1})
+		if err != nil {
+			return 0, fmt.Errorf("list tasks: %w", err)
+		}
+		if len(open) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("wait for %d tasks: %w", n, ctx.Err())
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+
+	// Read them all back: every one must have succeeded, and the last
+	// finish ends the measured time.
+	var last time.Time
+	seen, before := 0, hi+1
+	var bad []string
+	for before > lo {
+		page, next, err := cl.ListTasks(ctx, tasks.Filter{Before: before, Limit: tasks.MaxListLimit})
+		if err != nil {
+			return 0, fmt.Errorf("list tasks: %w", err)
+		}
+		for _, t := range page {
+			if t.ID < lo {
+				continue
+			}
+			seen++
+			if t.State != tasks.Succeeded {
+				bad = append(bad, fmt.Sprintf("task %d is %s (%s)", t.ID, t.State, t.Error))
+			}
+			if t.FinishedAt != nil && t.FinishedAt.After(last) {
+				last = *t.FinishedAt
+			}
+		}
+		if next == 0 {
+			break
+		}
+		before = next
+	}
+	if len(bad) > 0 {
+		if len(bad) > 5 {
+			bad = append(bad[:5], fmt.Sprintf("and %d more", len(bad)-5))
+		}
+		return 0, fmt.Errorf("%d of %d tasks did not succeed: %s", len(bad), n, strings.Join(bad, "; "))
+	}
+	if seen != n {
+		return 0, fmt.Errorf("found %d of the %d tasks submitted", seen, n)
+	}
+	return last.Sub(start), nil
+}
+
+// latency submits n tasks one at a time, each after the previous one has
+// finished and a pause, and returns for each the store's time from
+// creation to claim (submit→start) and the time the client saw from
+// sending the submit to hearing the task was final (submit→done).
+func latency(ctx context.Context, cl *client.Client, n int, gap time.Duration) (claim, done []time.Duration, err error) {
+	for range n {
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(gap):
+		}
+		t0 := time.Now()
+		t, err := cl.Submit(ctx, noop())
+		if err != nil {
+			return nil, nil, fmt.Errorf("submit: %w", err)
+		}
+		for !t.State.Final() {
+			if t, err = cl.WaitTask(ctx, t.ID, 20*time.Second); err != nil {
+				return nil, nil, fmt.Errorf("wait for task %d: %w", t.ID, err)
+			}
+		}
+		done = append(done, time.Since(t0))
+		if t.State != tasks.Succeeded || t.StartedAt == nil {
+			return nil, nil, fmt.Errorf("task %d is %s (%s); want succeeded", t.ID, t.State, t.Error)
+		}
+		claim = append(claim, t.StartedAt.Sub(t.CreatedAt))
+	}
+	return claim, done, nil
+}
+
+// pct returns the p-th percentile (nearest rank) of ds; 100 is the maximum.
+func pct(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return -1
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := (p*len(s)+99)/100 - 1
+	return s[max(i, 0)]
+}
+
+func ms(d time.Duration) string {
+	if d < 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }
+
+// cpu returns the user+system CPU time of this process, and of its waited-for
+// children (the shims, which wait for their tasks).
+func cpu() (self, children time.Duration) {
+	var ru syscall.Rusage
+	tv := func(t syscall.Timeval) time.Duration { return time.Duration(t.Nano()) }
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		self = tv(ru.Utime) + tv(ru.Stime)
+	}
+	if syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru) == nil {
+		children = tv(ru.Utime) + tv(ru.Stime)
+	}
+	return self, children
+}

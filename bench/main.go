@@ -50,6 +50,7 @@ const (
 type options struct {
 	store      string
 	pgURL      string
+	pgConns    int
 	hosts      int
 	slots      int
 	tasks      int
@@ -60,6 +61,7 @@ type options struct {
 	timeout    time.Duration
 	header     bool
 	cpuProfile string
+	stats      bool
 	verbose    bool
 }
 
@@ -67,6 +69,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.store, "store", "sqlite", "store: sqlite or postgres")
 	flag.StringVar(&o.pgURL, "pg", os.Getenv("MITO_TEST_PG_URL"), "PostgreSQL URL for -store postgres (default $MITO_TEST_PG_URL); the bench works in a fresh schema and drops it")
+	flag.IntVar(&o.pgConns, "pg-conns", 0, "PostgreSQL connection pool size (default: the store's, the larger of 4 and the number of CPUs)")
 	flag.IntVar(&o.hosts, "hosts", 2, "number of local hosts (shim processes)")
 	flag.IntVar(&o.slots, "slots", 4, "slots per host")
 	flag.IntVar(&o.tasks, "tasks", 2000, "no-op tasks in the throughput run")
@@ -77,6 +80,7 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up after this long")
 	flag.BoolVar(&o.header, "header", false, "print the markdown table header before the row")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the in-process coordinator (and the bench client) to this file")
+	flag.BoolVar(&o.stats, "stats", false, "write to stderr how many store calls of each kind a task cost, and their mean time")
 	flag.BoolVar(&o.verbose, "v", false, "log the coordinator at info level to stderr (default: warnings only)")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -185,7 +189,11 @@ func openStore(ctx context.Context, o options, dir string) (store.Store, func(),
 				fmt.Fprintf(os.Stderr, "bench: drop schema %s: %v\n", schema, err)
 			}
 		}
-		st, err := postgres.Open(ctx, o.pgURL, postgres.WithSchema(schema))
+		opts := []postgres.Option{postgres.WithSchema(schema)}
+		if o.pgConns > 0 {
+			opts = append(opts, postgres.WithMaxConns(int32(o.pgConns)))
+		}
+		st, err := postgres.Open(ctx, o.pgURL, opts...)
 		if err != nil {
 			drop()
 			return nil, nil, fmt.Errorf("open PostgreSQL store: %w", err)
@@ -213,8 +221,9 @@ func bench(ctx context.Context, o options, st store.Store, dir, shim string) (re
 			Groups: []string{group}, Slots: o.slots, Artifacts: inventory.ArtifactsAuto,
 		})
 	}
+	counted := newCountingStore(st)
 	c := coordinator.New(coordinator.Config{
-		Store: st, Artifacts: arts, Hosts: hosts,
+		Store: counted, Artifacts: arts, Hosts: hosts,
 		Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 		ShimCommand: []string{shim, "-work-dir", filepath.Join(dir, "work")},
 	})
@@ -276,11 +285,19 @@ func bench(ctx context.Context, o options, st store.Store, dir, shim string) (re
 	}
 
 	self0, child0 := cpu()
+	calls0 := counted.snapshot()
 	if res.elapsed, err = throughput(ctx, cl, o.tasks, o.batch); err != nil {
 		return res, err
 	}
+	calls1 := counted.snapshot()
 	if res.claim, res.done, err = latency(ctx, cl, o.samples, o.gap); err != nil {
 		return res, err
+	}
+	if o.stats {
+		report(os.Stderr, fmt.Sprintf("the throughput run, %s %d×%d", o.store, o.hosts, o.slots), calls0, calls1, o.tasks)
+		if o.samples > 0 {
+			report(os.Stderr, "the latency run", calls1, counted.snapshot(), o.samples)
+		}
 	}
 	shutdown()
 	self1, child1 := cpu()

@@ -11,7 +11,7 @@ import (
 func (c *Coordinator) handleListGroups(w http.ResponseWriter, r *http.Request, u tasks.User) error {
 	gs, err := c.store.ListUserGroups(r.Context(), u.Name)
 	if err != nil {
-		return fmt.Errorf("list groups: %w", err)
+		return err
 	}
 	if gs == nil {
 		gs = []tasks.Group{}
@@ -37,7 +37,7 @@ func (c *Coordinator) handleCreateGroup(w http.ResponseWriter, r *http.Request, 
 		return &tasks.Error{Code: tasks.EConflict, Field: "name", Message: fmt.Sprintf("name: a group or user named %q already exists", req.Name)}
 	}
 	if err != nil {
-		return fmt.Errorf("create group: %w", err)
+		return err
 	}
 	writeJSON(w, http.StatusCreated, g)
 	return nil
@@ -51,7 +51,7 @@ func (c *Coordinator) handleGetGroup(w http.ResponseWriter, r *http.Request, u t
 	}
 	g, err := c.store.GetGroup(r.Context(), name)
 	if err != nil {
-		return fmt.Errorf("get group: %w", err)
+		return err
 	}
 	g.Role = role
 	writeJSON(w, http.StatusOK, g)
@@ -84,11 +84,11 @@ func (c *Coordinator) handleSetMember(w http.ResponseWriter, r *http.Request, u 
 		return &tasks.Error{Code: tasks.ENotFound, Field: "user", Message: fmt.Sprintf("user: no user named %q", member)}
 	}
 	if err != nil {
-		return fmt.Errorf("set member: %w", err)
+		return err
 	}
 	g, err := c.store.GetGroup(r.Context(), group)
 	if err != nil {
-		return fmt.Errorf("get group: %w", err)
+		return err
 	}
 	writeJSON(w, http.StatusOK, g)
 	return nil
@@ -99,7 +99,7 @@ func (c *Coordinator) handleSetMember(w http.ResponseWriter, r *http.Request, u 
 func (c *Coordinator) keepAnAdmin(r *http.Request, group, leaving string) error {
 	g, err := c.store.GetGroup(r.Context(), group)
 	if err != nil {
-		return fmt.Errorf("get group: %w", err)
+		return err
 	}
 	for _, m := range g.Members {
 		if m.User != leaving && m.Role == tasks.RoleAdmin {
@@ -122,7 +122,7 @@ func (c *Coordinator) handleRemoveMember(w http.ResponseWriter, r *http.Request,
 		return &tasks.Error{Code: tasks.ENotFound, Field: "user", Message: fmt.Sprintf("user: %q is not a member of %s", member, group)}
 	}
 	if err != nil {
-		return fmt.Errorf("remove member: %w", err)
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

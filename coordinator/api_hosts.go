@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"fmt"
 	"net/http"
 
 	"github.com/mitolab/mito/tasks"
@@ -12,14 +11,14 @@ import (
 func (c *Coordinator) visibleHosts(r *http.Request, u tasks.User) ([]tasks.Host, error) {
 	hs, err := c.store.ListHosts(r.Context())
 	if err != nil {
-		return nil, fmt.Errorf("list hosts: %w", err)
+		return nil, err
 	}
 	if u.Admin {
 		return hs, nil
 	}
 	gs, err := c.store.ListUserGroups(r.Context(), u.Name)
 	if err != nil {
-		return nil, fmt.Errorf("list groups: %w", err)
+		return nil, err
 	}
 	mine := make(map[string]bool, len(gs))
 	for _, g := range gs {

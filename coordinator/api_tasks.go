@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mitolab/mito/coordinator/artifacts"
+	"github.com/mitolab/mito/coordinator/events"
 	"github.com/mitolab/mito/tasks"
 )
 
@@ -71,7 +72,7 @@ func (c *Coordinator) submit(ctx context.Context, u tasks.User, specs []tasks.Sp
 	}
 	created, err := c.store.CreateTasks(ctx, u.Name, specs, retryOf)
 	if err != nil {
-		return nil, fmt.Errorf("store tasks: %w", err)
+		return nil, err
 	}
 	for _, t := range created {
 		c.publish(ctx, t)
@@ -110,7 +111,7 @@ func (c *Coordinator) readableTask(r *http.Request, u tasks.User, min tasks.Role
 		return t, tasks.Errorf(tasks.ENotFound, "no task %d", id)
 	}
 	if err != nil {
-		return t, fmt.Errorf("get task: %w", err)
+		return t, err
 	}
 	if _, err := c.requireRole(r.Context(), u, t.Group, min); err != nil {
 		if errors.Is(err, tasks.ErrNotFound) {
@@ -142,36 +143,17 @@ func (c *Coordinator) handleGetTask(w http.ResponseWriter, r *http.Request, u ta
 // waitFinal waits until t is final or wait runs out, and returns its
 // latest state.
 func (c *Coordinator) waitFinal(ctx context.Context, t tasks.Task, wait time.Duration) (tasks.Task, error) {
-	evs, cancel := c.cfg.Events.Subscribe()
-	defer cancel()
-	deadline := time.NewTimer(wait)
-	defer deadline.Stop()
-	recheck := time.NewTicker(c.cfg.Recheck)
-	defer recheck.Stop()
-	for {
-		// Re-read after subscribing, so a change between the first read and
-		// the subscription is not missed.
+	err := c.waitFor(ctx, wait, func(ev events.Event) bool {
+		return ev.Task == t.ID && ev.State.Final()
+	}, func() (bool, error) {
 		cur, err := c.store.GetTask(ctx, t.ID)
 		if err != nil {
-			return t, fmt.Errorf("get task: %w", err)
-		}
-		if cur.State.Final() {
-			return cur, nil
+			return false, err
 		}
 		t = cur
-	wait:
-		select {
-		case <-ctx.Done():
-			return t, nil
-		case <-deadline.C:
-			return t, nil
-		case <-recheck.C:
-		case ev, ok := <-evs:
-			if ok && (ev.Task != t.ID || !ev.State.Final()) {
-				goto wait
-			}
-		}
-	}
+		return cur.State.Final(), nil
+	})
+	return t, err
 }
 
 func (c *Coordinator) handleListTasks(w http.ResponseWriter, r *http.Request, u tasks.User) error {
@@ -188,7 +170,7 @@ func (c *Coordinator) handleListTasks(w http.ResponseWriter, r *http.Request, u 
 	} else {
 		gs, err := c.store.ListUserGroups(r.Context(), u.Name)
 		if err != nil {
-			return fmt.Errorf("list groups: %w", err)
+			return err
 		}
 		for _, g := range gs {
 			f.Groups = append(f.Groups, g.Name)
@@ -200,7 +182,7 @@ func (c *Coordinator) handleListTasks(w http.ResponseWriter, r *http.Request, u 
 	}
 	ts, err := c.store.ListTasks(r.Context(), f)
 	if err != nil {
-		return fmt.Errorf("list tasks: %w", err)
+		return err
 	}
 	resp := taskList{Tasks: ts}
 	if resp.Tasks == nil {
@@ -329,7 +311,7 @@ func (c *Coordinator) handleLogs(w http.ResponseWriter, r *http.Request, u tasks
 	}
 	data, err := c.store.ReadLog(r.Context(), t.ID, int(attempt), stream, off, int(min(limit, maxLogRead)))
 	if err != nil {
-		return fmt.Errorf("read log: %w", err)
+		return err
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("X-Mito-Attempt", strconv.FormatInt(attempt, 10))
@@ -346,7 +328,7 @@ func (c *Coordinator) handleListArtifacts(w http.ResponseWriter, r *http.Request
 	}
 	as, err := c.store.ListArtifacts(r.Context(), t.ID)
 	if err != nil {
-		return fmt.Errorf("list artifacts: %w", err)
+		return err
 	}
 	if as == nil {
 		as = []tasks.Artifact{}
@@ -374,7 +356,7 @@ func (c *Coordinator) handleDownloadArtifact(w http.ResponseWriter, r *http.Requ
 	}
 	as, err := c.store.ListArtifacts(r.Context(), t.ID)
 	if err != nil {
-		return fmt.Errorf("list artifacts: %w", err)
+		return err
 	}
 	var found *tasks.Artifact
 	for i := range as { // ordered by attempt: the last match is the latest

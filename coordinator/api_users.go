@@ -46,12 +46,12 @@ func (c *Coordinator) handleLogin(w http.ResponseWriter, r *http.Request) error 
 	}
 	u, err := c.store.GetUser(r.Context(), req.User)
 	if err != nil && !errors.Is(err, tasks.ErrNotFound) {
-		return fmt.Errorf("look up user: %w", err)
+		return err
 	}
 	// Hash even for unknown users, so timing does not tell which exist.
-	ok := CheckPassword(u.PasswordHash, req.Password)
-	if err != nil {
-		_, _ = HashPassword(req.Password)
+	ok, cerr := c.checkPassword(r.Context(), u.PasswordHash, req.Password)
+	if cerr != nil {
+		return cerr
 	}
 	if err != nil || !ok || u.Disabled {
 		c.log.Info("login refused", logUser, req.User)
@@ -64,7 +64,7 @@ func (c *Coordinator) handleLogin(w http.ResponseWriter, r *http.Request) error 
 	now := c.cfg.Now().UTC()
 	t := tasks.Token{Hash: hash, User: u.Name, CreatedAt: now, Expires: now.Add(ttl)}
 	if err := c.store.CreateToken(r.Context(), t); err != nil {
-		return fmt.Errorf("store token: %w", err)
+		return err
 	}
 	c.log.Info("login", logUser, u.Name)
 	writeJSON(w, http.StatusOK, loginResponse{Token: tok, User: u, Expires: t.Expires})
@@ -74,7 +74,7 @@ func (c *Coordinator) handleLogin(w http.ResponseWriter, r *http.Request) error 
 func (c *Coordinator) handleLogout(w http.ResponseWriter, r *http.Request, u tasks.User) error {
 	hash, _ := r.Context().Value(tokenHashKey).(string)
 	if err := c.store.DeleteToken(r.Context(), hash); err != nil {
-		return fmt.Errorf("delete token: %w", err)
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -95,29 +95,30 @@ func (c *Coordinator) handleChangePassword(w http.ResponseWriter, r *http.Reques
 	if err := decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	if len(req.OldPassword) > maxPasswordLen || !CheckPassword(u.PasswordHash, req.OldPassword) {
+	ok, err := c.checkPassword(r.Context(), u.PasswordHash, req.OldPassword)
+	if err != nil {
+		return err
+	}
+	if !ok {
 		return &tasks.Error{Code: tasks.EForbidden, Field: "old_password", Message: "old_password: does not match"}
 	}
 	return c.setPassword(w, r, u, "new_password", req.NewPassword)
 }
 
-// setPassword stores a new password and revokes every token of the user,
-// so that a leaked token dies with the old password.
+// setPassword stores a new password; the store revokes every token of the
+// user with it, so that a leaked token dies with the old password.
 func (c *Coordinator) setPassword(w http.ResponseWriter, r *http.Request, u tasks.User, field, pw string) error {
 	if err := validPassword(field, pw); err != nil {
 		return err
 	}
-	hash, err := HashPassword(pw)
+	hash, err := c.hashPassword(r.Context(), pw)
 	if err != nil {
 		return err
 	}
-	u.PasswordHash = hash
-	if err := c.store.UpdateUser(r.Context(), u); err != nil {
-		return fmt.Errorf("update user: %w", err)
+	if err := c.store.SetUserPassword(r.Context(), u.Name, hash); err != nil {
+		return err
 	}
-	if err := c.store.DeleteUserTokens(r.Context(), u.Name); err != nil {
-		return fmt.Errorf("revoke tokens: %w", err)
-	}
+	c.dropUserSessions(u.Name)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -128,7 +129,7 @@ func (c *Coordinator) handleListUsers(w http.ResponseWriter, r *http.Request, u 
 	}
 	users, err := c.store.ListUsers(r.Context())
 	if err != nil {
-		return fmt.Errorf("list users: %w", err)
+		return err
 	}
 	writeJSON(w, http.StatusOK, map[string][]tasks.User{"users": users})
 	return nil
@@ -154,7 +155,7 @@ func (c *Coordinator) handleCreateUser(w http.ResponseWriter, r *http.Request, u
 	if err := validPassword("password", req.Password); err != nil {
 		return err
 	}
-	hash, err := HashPassword(req.Password)
+	hash, err := c.hashPassword(r.Context(), req.Password)
 	if err != nil {
 		return err
 	}
@@ -163,7 +164,7 @@ func (c *Coordinator) handleCreateUser(w http.ResponseWriter, r *http.Request, u
 		if errors.Is(err, tasks.ErrConflict) {
 			return &tasks.Error{Code: tasks.EConflict, Field: "name", Message: fmt.Sprintf("name: a user or group named %q already exists", req.Name)}
 		}
-		return fmt.Errorf("create user: %w", err)
+		return err
 	}
 	c.log.Info("user created", logUser, nu.Name, "by", u.Name)
 	writeJSON(w, http.StatusCreated, nu)
@@ -190,13 +191,11 @@ func (c *Coordinator) handleDisableUser(w http.ResponseWriter, r *http.Request, 
 	if u.Name == admin.Name {
 		return tasks.Errorf(tasks.EConflict, "you cannot disable yourself")
 	}
+	if err := c.store.SetUserDisabled(r.Context(), u.Name, true); err != nil {
+		return err
+	}
 	u.Disabled = true
-	if err := c.store.UpdateUser(r.Context(), u); err != nil {
-		return fmt.Errorf("update user: %w", err)
-	}
-	if err := c.store.DeleteUserTokens(r.Context(), u.Name); err != nil {
-		return fmt.Errorf("revoke tokens: %w", err)
-	}
+	c.dropUserSessions(u.Name)
 	c.log.Info("user disabled", logUser, u.Name, "by", admin.Name)
 	writeJSON(w, http.StatusOK, u)
 	return nil
@@ -207,10 +206,10 @@ func (c *Coordinator) handleEnableUser(w http.ResponseWriter, r *http.Request, a
 	if err != nil {
 		return err
 	}
-	u.Disabled = false
-	if err := c.store.UpdateUser(r.Context(), u); err != nil {
-		return fmt.Errorf("update user: %w", err)
+	if err := c.store.SetUserDisabled(r.Context(), u.Name, false); err != nil {
+		return err
 	}
+	u.Disabled = false
 	writeJSON(w, http.StatusOK, u)
 	return nil
 }

@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/argon2"
 
@@ -67,6 +69,55 @@ func CheckPassword(phc, password string) bool {
 	}
 	got := argon2.IDKey([]byte(password), salt, t, m, p, uint32(len(want)))
 	return subtle.ConstantTimeCompare(got, want) == 1
+}
+
+// hashSlots bounds concurrent argon2 computations: each takes 19 MiB, so
+// unbounded logins could exhaust memory.
+var hashSlots = make(chan struct{}, 2*runtime.GOMAXPROCS(0))
+
+// hashWait is how long a password check waits for a free slot before the
+// coordinator answers "busy".
+const hashWait = 5 * time.Second
+
+// withHashSlot runs f while holding one of the hashSlots.
+func withHashSlot(ctx context.Context, f func()) error {
+	t := time.NewTimer(hashWait)
+	defer t.Stop()
+	select {
+	case hashSlots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return tasks.Errorf(tasks.EUnavailable, "the coordinator is busy checking passwords; try again")
+	}
+	defer func() { <-hashSlots }()
+	f()
+	return nil
+}
+
+// checkPassword is CheckPassword under the hash limit. With an empty phc
+// (no such user) it hashes anyway, so that timing does not tell which
+// users exist.
+func (c *Coordinator) checkPassword(ctx context.Context, phc, password string) (ok bool, err error) {
+	if len(password) > maxPasswordLen {
+		return false, nil
+	}
+	err = withHashSlot(ctx, func() {
+		if phc == "" {
+			_, _ = HashPassword(password)
+			return
+		}
+		ok = CheckPassword(phc, password)
+	})
+	return ok, err
+}
+
+// hashPassword is HashPassword under the hash limit.
+func (c *Coordinator) hashPassword(ctx context.Context, password string) (hash string, err error) {
+	if werr := withHashSlot(ctx, func() { hash, err = HashPassword(password) }); werr != nil {
+		return "", werr
+	}
+	return hash, err
 }
 
 func validPassword(field, pw string) error {
@@ -124,7 +175,7 @@ func (c *Coordinator) authenticate(r *http.Request) (tasks.User, string, error) 
 	case errors.Is(err, tasks.ErrNotFound):
 		return tasks.User{}, "", tasks.Errorf(tasks.EUnauthorized, "token is invalid or revoked: log in again")
 	case err != nil:
-		return tasks.User{}, "", fmt.Errorf("look up token: %w", err)
+		return tasks.User{}, "", err
 	case !c.cfg.Now().Before(t.Expires):
 		return tasks.User{}, "", tasks.Errorf(tasks.EUnauthorized, "token expired at %s: log in again", t.Expires.UTC().Format("2006-01-02 15:04:05Z"))
 	case u.Disabled:
@@ -153,7 +204,7 @@ func (c *Coordinator) requireRole(ctx context.Context, u tasks.User, group strin
 		return tasks.RoleNone, &tasks.Error{Code: tasks.ENotFound, Field: "group", Message: fmt.Sprintf("group: no group named %q that you are a member of", group)}
 	}
 	if err != nil {
-		return tasks.RoleNone, fmt.Errorf("look up role: %w", err)
+		return tasks.RoleNone, err
 	}
 	if role < min {
 		return role, tasks.Errorf(tasks.EForbidden, "you have the %s role in group %s; this needs %s", role, group, min)
@@ -177,26 +228,34 @@ func requireAdmin(u tasks.User) error {
 func (c *Coordinator) EnsureAdmin(ctx context.Context, password, passwordFile string) (created bool, err error) {
 	n, err := c.store.CountUsers(ctx)
 	if err != nil {
-		return false, fmt.Errorf("count users: %w", err)
+		return false, err
 	}
 	if n > 0 {
 		return false, nil
 	}
-	if password == "" {
+	generated := password == ""
+	if generated {
 		b := make([]byte, 18)
 		if _, err := rand.Read(b); err != nil {
 			return false, fmt.Errorf("read random password: %w", err)
 		}
 		password = base64.RawURLEncoding.EncodeToString(b)
-		if err := writeSecretFile(passwordFile, password+"\n"); err != nil {
-			return false, err
-		}
 	} else if err := validPassword("MITO_ADMIN_PASSWORD", password); err != nil {
 		return false, err
 	}
 	hash, err := HashPassword(password)
 	if err != nil {
 		return false, err
+	}
+	// Write the password before the user exists, under a temporary name:
+	// a crash between the two must not leave an admin nobody can log in
+	// as, and a lost race must not leave a file with a wrong password.
+	var tmp string
+	if generated {
+		if tmp, err = writeSecretTemp(passwordFile, password+"\n"); err != nil {
+			return false, err
+		}
+		defer os.Remove(tmp) // a no-op once renamed
 	}
 	err = c.store.CreateUser(ctx, tasks.User{Name: "admin", Admin: true, PasswordHash: hash, CreatedAt: c.cfg.Now().UTC()})
 	if errors.Is(err, tasks.ErrConflict) {
@@ -205,32 +264,31 @@ func (c *Coordinator) EnsureAdmin(ctx context.Context, password, passwordFile st
 	if err != nil {
 		return false, fmt.Errorf("create admin user: %w", err)
 	}
+	if generated {
+		if err := os.Rename(tmp, passwordFile); err != nil {
+			return false, fmt.Errorf("write %s: %w", passwordFile, err)
+		}
+	}
 	return true, nil
 }
 
-// writeSecretFile writes a secret readable by its owner only, atomically.
-func writeSecretFile(path, content string) error {
+// writeSecretTemp writes a secret readable by its owner only to a new
+// temporary file beside path, for the caller to rename into place.
+func writeSecretTemp(path, content string) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("create directory for %s: %w", path, err)
+		return "", fmt.Errorf("create directory for %s: %w", path, err)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-secret-*")
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return "", fmt.Errorf("write %s: %w", path, err)
 	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+	_, err = tmp.WriteString(content) // CreateTemp makes the file 0600
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
 	}
-	if _, err := tmp.WriteString(content); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+	if err != nil {
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return tmp.Name(), nil
 }

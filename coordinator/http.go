@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -146,10 +147,29 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return jsonError(err)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return tasks.Errorf(tasks.EInvalid, "request body: unexpected data after the JSON value")
 	}
 	return nil
+}
+
+// jsonKind names a Go type the way a JSON user thinks of it.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return t.String()
 }
 
 func jsonError(err error) error {
@@ -171,7 +191,10 @@ func jsonError(err error) error {
 		if field == "" {
 			field = "request body"
 		}
-		return tasks.Invalid(field, "must be %s, got JSON %s", typ.Type, typ.Value)
+		if typ.Type == reflect.TypeFor[tasks.Duration]() {
+			return tasks.Invalid(field, "%s is not a duration (want e.g. \"90s\", \"10m\", \"1h30m\", \"2d\" or a number of seconds)", typ.Value)
+		}
+		return tasks.Invalid(field, "must be %s, got JSON %s", jsonKind(typ.Type), typ.Value)
 	case errors.Is(err, io.EOF):
 		return tasks.Errorf(tasks.EInvalid, "request body: empty, want a JSON object")
 	case errors.Is(err, io.ErrUnexpectedEOF):

@@ -24,8 +24,11 @@ type session struct {
 	env  map[string]string
 	// linked marks sessions over a shim's link, which need no token.
 	linked bool
-	// user is the user a TCP worker authenticated as.
-	user string
+	// user is the user a TCP worker authenticated as, and tokenHash the
+	// token it used: claims re-check both, so that a revoked token, a
+	// disabled user or a lost role stops the worker getting new work.
+	user      string
+	tokenHash string
 	// lastSeen is when the session last called, for expiring TCP sessions.
 	// Guarded by Coordinator.mu.
 	lastSeen time.Time
@@ -52,10 +55,22 @@ func (c *Coordinator) addSession(s *session) {
 	c.mu.Unlock()
 }
 
-func (c *Coordinator) dropSession(id string) {
+// dropUserSessions forgets the TCP worker sessions of a user whose
+// password changed or who was disabled; their workers must register again.
+func (c *Coordinator) dropUserSessions(user string) {
 	c.mu.Lock()
-	delete(c.sessions, id)
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	for id, s := range c.sessions {
+		if s.user == user {
+			delete(c.sessions, id)
+		}
+	}
+}
+
+// sessionIdle is how long a TCP worker may stay silent before its session
+// is forgotten. It must outlast a long poll.
+func (c *Coordinator) sessionIdle() time.Duration {
+	return max(2*c.cfg.LeaseTTL, c.cfg.MaxWait+c.cfg.LeaseTTL)
 }
 
 // workerSession wraps a worker handler: the session comes from the link,
@@ -72,9 +87,14 @@ func (c *Coordinator) workerSession(h func(http.ResponseWriter, *http.Request, *
 			s.lastSeen = c.cfg.Now()
 		}
 		c.mu.Unlock()
-		if s == nil || s.linked {
+		if s == nil {
 			return tasks.Errorf(tasks.EUnauthorized, "unknown worker session: register again")
 		}
+		defer func() { // a long poll counts as activity until it ends
+			c.mu.Lock()
+			s.lastSeen = c.cfg.Now()
+			c.mu.Unlock()
+		}()
 		return h(w, r, s)
 	})
 }
@@ -111,7 +131,7 @@ func (c *Coordinator) handleRegister(w http.ResponseWriter, r *http.Request) err
 	h := s.host
 	c.mu.Unlock()
 	if err := c.store.PutHost(r.Context(), h); err != nil {
-		return fmt.Errorf("store host: %w", err)
+		return err
 	}
 	resp := c.registerResponse(s)
 	if len(req.Running) > 0 {
@@ -132,7 +152,7 @@ func (c *Coordinator) handleRegister(w http.ResponseWriter, r *http.Request) err
 // registerTCP admits a standalone worker: its user must have write in
 // every group it offers to serve.
 func (c *Coordinator) registerTCP(r *http.Request, req tasks.RegisterRequest) (*session, error) {
-	u, _, err := c.authenticate(r)
+	u, tokenHash, err := c.authenticate(r)
 	if err != nil {
 		return nil, err
 	}
@@ -161,11 +181,26 @@ func (c *Coordinator) registerTCP(r *http.Request, req tasks.RegisterRequest) (*
 	if h, err := c.store.GetHost(r.Context(), req.Name); err == nil && h.Transport != "worker" {
 		return nil, &tasks.Error{Code: tasks.EConflict, Field: "name", Message: fmt.Sprintf("name: host %q is an inventory host", req.Name)}
 	}
+	// A name held by another user's live worker is not up for grabs; the
+	// same user re-registering (a restarted worker) takes it over.
+	c.mu.Lock()
+	for id, other := range c.sessions {
+		if other.host.Name != req.Name {
+			continue
+		}
+		if other.user != u.Name {
+			c.mu.Unlock()
+			return nil, &tasks.Error{Code: tasks.EConflict, Field: "name", Message: fmt.Sprintf("name: a worker of user %s is registered as %q", other.user, req.Name)}
+		}
+		delete(c.sessions, id)
+	}
+	c.mu.Unlock()
 	tags := slices.Clone(req.Tags)
 	slices.Sort(tags)
 	return &session{
-		id:   newSessionID(),
-		user: u.Name,
+		id:        newSessionID(),
+		user:      u.Name,
+		tokenHash: tokenHash,
 		host: tasks.Host{
 			Name: req.Name, Transport: "worker", Tags: slices.Compact(tags), Groups: req.Groups,
 			Slots: req.Slots, State: tasks.HostReady, OS: req.OS, Arch: req.Arch,
@@ -181,8 +216,12 @@ func (c *Coordinator) handleClaim(w http.ResponseWriter, r *http.Request, s *ses
 	if h := c.hostOf(s); req.Max < 1 || req.Max > h.Slots {
 		return tasks.Invalid("max", "must be between 1 and the host's %d slots, got %d", h.Slots, req.Max)
 	}
+	groups, err := c.claimGroups(r.Context(), s)
+	if err != nil {
+		return err
+	}
 	wait := min(time.Duration(req.Wait), c.cfg.MaxWait)
-	as, err := c.claim(r.Context(), s, req.Max, wait)
+	as, err := c.claim(r.Context(), s, groups, req.Max, wait)
 	if err != nil {
 		return err
 	}
@@ -211,10 +250,70 @@ func mergeEnv(host, task map[string]string) map[string]string {
 	return out
 }
 
-// claim leases tasks for s, waiting up to wait for one to be queued. It
-// claims nothing once the caller has gone, so no lease is handed to a
-// shim that will never hear of it.
-func (c *Coordinator) claim(ctx context.Context, s *session, max int, wait time.Duration) ([]tasks.Assignment, error) {
+// claimGroups returns the groups a worker may claim for now. A TCP worker
+// acts for its user, so the user's token must still be valid and the user
+// must still have write in a group for the worker to get its tasks.
+func (c *Coordinator) claimGroups(ctx context.Context, s *session) ([]string, error) {
+	h := c.hostOf(s)
+	if s.linked {
+		return h.Groups, nil
+	}
+	t, u, err := c.store.LookupToken(ctx, s.tokenHash)
+	switch {
+	case errors.Is(err, tasks.ErrNotFound), err == nil && (u.Disabled || !c.cfg.Now().Before(t.Expires)):
+		c.dropUserSessions(s.user)
+		return nil, tasks.Errorf(tasks.EUnauthorized, "the worker's token was revoked or expired, or its user disabled")
+	case err != nil:
+		return nil, err
+	}
+	var groups []string
+	for _, g := range h.Groups {
+		role, err := c.store.Role(ctx, s.user, g)
+		if err != nil && !errors.Is(err, tasks.ErrNotFound) {
+			return nil, err
+		}
+		if role >= tasks.RoleWrite {
+			groups = append(groups, g)
+		}
+	}
+	if len(groups) == 0 {
+		return nil, tasks.Errorf(tasks.EForbidden, "user %s no longer has write in any group this worker serves", s.user)
+	}
+	return groups, nil
+}
+
+// claim leases tasks for s in groups, waiting up to wait for one to be
+// queued. It claims nothing once the caller has gone, so no lease is
+// handed to a shim that will never hear of it.
+func (c *Coordinator) claim(ctx context.Context, s *session, groups []string, max int, wait time.Duration) ([]tasks.Assignment, error) {
+	var as []tasks.Assignment
+	err := c.waitFor(ctx, wait, func(ev events.Event) bool {
+		return ev.State == tasks.Queued && slices.Contains(groups, ev.Group)
+	}, func() (bool, error) {
+		h := c.hostOf(s)
+		if h.State == tasks.HostDraining {
+			return true, nil // a draining host finishes what it runs and takes nothing new
+		}
+		h.Groups = groups
+		var err error
+		as, err = c.store.Claim(ctx, claimParams(h, max, c.cfg.LeaseTTL, c.cfg.Now().UTC()))
+		if err != nil {
+			return false, err
+		}
+		for _, a := range as {
+			c.log.Info("task claimed", logTask, a.Task.ID, logAttempt, a.Lease.Attempt, logHost, h.Name)
+			c.publish(ctx, a.Task)
+		}
+		return len(as) > 0, nil
+	})
+	return as, err
+}
+
+// waitFor runs check until it reports done, the wait runs out or ctx ends.
+// It runs check again whenever an event that wake accepts arrives, and
+// every Recheck in any case, since events are only hints. check is never
+// run once ctx has ended.
+func (c *Coordinator) waitFor(ctx context.Context, wait time.Duration, wake func(events.Event) bool, check func() (bool, error)) error {
 	evs, cancel := c.cfg.Events.Subscribe()
 	defer cancel()
 	deadline := time.NewTimer(wait)
@@ -223,32 +322,24 @@ func (c *Coordinator) claim(ctx context.Context, s *session, max int, wait time.
 	defer recheck.Stop()
 	for {
 		if ctx.Err() != nil {
-			return nil, nil
+			return nil
 		}
-		h := c.hostOf(s)
-		if h.State == tasks.HostDraining {
-			return nil, nil // a draining host finishes what it runs and takes nothing new
-		}
-		as, err := c.store.Claim(ctx, claimParams(h, max, c.cfg.LeaseTTL, c.cfg.Now().UTC()))
-		if err != nil {
-			return nil, fmt.Errorf("claim: %w", err)
-		}
-		if len(as) > 0 {
-			for _, a := range as {
-				c.log.Info("task claimed", logTask, a.Task.ID, logAttempt, a.Lease.Attempt, logHost, h.Name)
-				c.publish(ctx, a.Task)
-			}
-			return as, nil
+		if done, err := check(); done || err != nil {
+			return err
 		}
 	wait:
 		select {
 		case <-ctx.Done():
-			return nil, nil
+			return nil
 		case <-deadline.C:
-			return nil, nil
+			return nil
 		case <-recheck.C:
 		case ev, ok := <-evs:
-			if ok && (ev.State != tasks.Queued || !slices.Contains(h.Groups, ev.Group)) {
+			if !ok {
+				evs = nil // the bus is gone; the recheck timer carries on
+				goto wait
+			}
+			if !wake(ev) {
 				goto wait
 			}
 		}
@@ -260,51 +351,29 @@ func (c *Coordinator) handleHeartbeat(w http.ResponseWriter, r *http.Request, s 
 	if err := decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	evs, cancel := c.cfg.Events.Subscribe()
-	defer cancel()
-	stops, err := c.renew(r.Context(), s, req.Running)
+	ids := make(map[tasks.ID]bool, len(req.Running))
+	for _, ref := range req.Running {
+		ids[ref.Task] = true
+	}
+	wait := min(time.Duration(req.Wait), c.cfg.MaxWait)
+	if len(req.Running) == 0 {
+		wait = 0
+	}
+	var stops []tasks.Stop
+	// Wake only on a cancel or a requeue of a running attempt, so that the
+	// shim hears of it at once; an attempt's own finish needs no answer.
+	err := c.waitFor(r.Context(), wait, func(ev events.Event) bool {
+		return ids[ev.Task] && (ev.State == tasks.Cancelled || ev.State == tasks.Queued)
+	}, func() (bool, error) {
+		var err error
+		stops, err = c.renew(r.Context(), s, req.Running)
+		return len(stops) > 0 || err != nil, err
+	})
 	if err != nil {
 		return err
 	}
-	if wait := min(time.Duration(req.Wait), c.cfg.MaxWait); len(stops) == 0 && wait > 0 && len(req.Running) > 0 {
-		stops, err = c.waitStop(r.Context(), s, req.Running, evs, wait)
-		if err != nil {
-			return err
-		}
-	}
 	writeJSON(w, http.StatusOK, tasks.HeartbeatResponse{Stop: stops})
 	return nil
-}
-
-// waitStop waits until one of the running attempts is stopped elsewhere
-// (a cancel), so that the shim hears of it at once, not at its next beat.
-func (c *Coordinator) waitStop(ctx context.Context, s *session, refs []tasks.LeaseRef, evs <-chan events.Event, wait time.Duration) ([]tasks.Stop, error) {
-	ids := make(map[tasks.ID]bool, len(refs))
-	for _, ref := range refs {
-		ids[ref.Task] = true
-	}
-	deadline := time.NewTimer(wait)
-	defer deadline.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, nil
-		case <-deadline.C:
-			return nil, nil
-		case ev, ok := <-evs:
-			if !ok {
-				return nil, nil
-			}
-			if !ids[ev.Task] || ev.State == tasks.Running {
-				continue
-			}
-		}
-		// A watched task changed: renewing again finds out whether it stopped.
-		stops, err := c.renew(ctx, s, refs)
-		if err != nil || len(stops) > 0 {
-			return stops, err
-		}
-	}
 }
 
 // renew extends the host's current leases and says why the others must stop.
@@ -314,7 +383,7 @@ func (c *Coordinator) renew(ctx context.Context, s *session, refs []tasks.LeaseR
 	}
 	stale, err := c.store.Renew(ctx, refs, c.cfg.Now().UTC(), c.cfg.LeaseTTL)
 	if err != nil {
-		return nil, fmt.Errorf("renew leases: %w", err)
+		return nil, err
 	}
 	stops := make([]tasks.Stop, 0, len(stale))
 	for _, ref := range stale {
@@ -393,7 +462,7 @@ func (c *Coordinator) handleUploadArtifact(w http.ResponseWriter, r *http.Reques
 	// Check the lease before taking the bytes: a stale attempt's upload is
 	// refused without storing anything.
 	if stale, err := c.store.Renew(r.Context(), []tasks.LeaseRef{ref}, c.cfg.Now().UTC(), c.cfg.LeaseTTL); err != nil {
-		return fmt.Errorf("check lease: %w", err)
+		return err
 	} else if len(stale) > 0 {
 		return tasks.Errorf(tasks.EStaleLease, "task %d attempt %d: lease is no longer current", ref.Task, ref.Attempt)
 	}
@@ -431,6 +500,9 @@ func (c *Coordinator) handleFinish(w http.ResponseWriter, r *http.Request, s *se
 	if err := req.Result.Validate(); err != nil {
 		return err
 	}
+	// The coordinator's clock ends the attempt, as it started it: mixing
+	// in the host's clock would make durations lie under clock skew.
+	req.Result.FinishedAt = c.cfg.Now().UTC()
 	t, err := c.store.Finish(r.Context(), req.Lease, req.Result)
 	if err != nil {
 		return err
@@ -455,7 +527,7 @@ func (c *Coordinator) expireSessions(ctx context.Context) error {
 		var gone []tasks.Host
 		c.mu.Lock()
 		for id, s := range c.sessions {
-			if !s.linked && c.cfg.Now().Sub(s.lastSeen) > 2*c.cfg.LeaseTTL {
+			if !s.linked && c.cfg.Now().Sub(s.lastSeen) > c.sessionIdle() {
 				delete(c.sessions, id)
 				gone = append(gone, s.host)
 			}

@@ -210,3 +210,40 @@ func contains(ids []tasks.ID, id tasks.ID) bool {
 	}
 	return false
 }
+
+func TestWorkerLosesWorkWithItsUsersRights(t *testing.T) {
+	e := newEnv(t, coordinator.Config{})
+	alice := e.user("alice")
+	bob := e.user("bob")
+	e.must(alice, "PUT", "/api/v1/groups/alice/members/bob", map[string]string{"role": "write"}, nil)
+	w := e.worker(bob, "bobs-host", []string{"alice"}, 1)
+	if got := w.claim(1, 0); len(got) != 0 {
+		t.Fatalf("claimed %d with an empty queue", len(got))
+	}
+
+	// bob leaves the group: his worker gets no more of its tasks.
+	e.must(alice, "DELETE", "/api/v1/groups/alice/members/bob", nil, nil)
+	e.submit(alice, tasks.Spec{Group: "alice", Command: []string{"true"}, Env: map[string]string{"API_KEY": "s3cret"}})
+	if status, err := w.call("POST", "/worker/v1/claim", tasks.ClaimRequest{Max: 1}, nil); status != http.StatusForbidden {
+		t.Fatalf("claim after losing the role: %d %v; want 403", status, err)
+	}
+
+	// Back in the group, but disabled: the session is gone.
+	e.must(alice, "PUT", "/api/v1/groups/alice/members/bob", map[string]string{"role": "write"}, nil)
+	e.must(e.admin, "POST", "/api/v1/users/bob/disable", nil, nil)
+	if status, _ := w.call("POST", "/worker/v1/claim", tasks.ClaimRequest{Max: 1}, nil); status != http.StatusUnauthorized {
+		t.Fatalf("claim after the user was disabled: %d; want 401", status)
+	}
+}
+
+func TestWorkerNameBelongsToItsUser(t *testing.T) {
+	e := newEnv(t, coordinator.Config{})
+	alice := e.user("alice")
+	bob := e.user("bob")
+	e.worker(alice, "shared-name", []string{"alice"}, 1)
+	status, err := e.call(bob, "POST", "/worker/v1/register", tasks.RegisterRequest{Name: "shared-name", Groups: []string{"bob"}}, nil)
+	if status != http.StatusConflict || err == nil || !strings.Contains(err.Message, "name") {
+		t.Errorf("bob registering alice's worker name: %d %v; want 409 naming the field", status, err)
+	}
+	e.worker(alice, "shared-name", []string{"alice"}, 1) // alice's restarted worker takes it over
+}

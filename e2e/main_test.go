@@ -74,7 +74,7 @@ func startLab(t *testing.T, inventory string, extraArgs ...string) *lab {
 	}
 	addr := freePort(t)
 	l := &lab{t: t, url: "http://" + addr, cfgDir: filepath.Join(dir, "config"), work: filepath.Join(dir, "work"), logs: &bytes.Buffer{}}
-	args := append([]string{"coordinator", "--listen", addr, "--data-dir", filepath.Join(dir, "data"), "--inventory", inv, "--lease-ttl", "3s", "--kill-grace", "1s", "--log-level", "debug"}, extraArgs...)
+	args := append([]string{"coordinator", "--listen", addr, "--data-dir", filepath.Join(dir, "data"), "--inventory", inv, "--lease-ttl", "4s", "--kill-grace", "1s", "--log-level", "debug"}, extraArgs...)
 	l.cmd = exec.Command(filepath.Join(bin, "mito"), args...)
 	l.cmd.Env = append(os.Environ(), "MITO_ADMIN_PASSWORD="+adminPassword, "TMPDIR="+l.work)
 	if err := os.MkdirAll(l.work, 0o755); err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -46,23 +47,27 @@ type Duration time.Duration
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
 // UnmarshalJSON accepts a duration string, or a number of seconds.
+// A bad value is reported as a *json.UnmarshalTypeError, which
+// encoding/json fills with the name of the field, so that an API error can
+// say which field holds it.
 func (d *Duration) UnmarshalJSON(b []byte) error {
+	bad := &json.UnmarshalTypeError{Value: string(b), Type: reflect.TypeFor[Duration]()}
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
 		var secs float64
 		if err2 := json.Unmarshal(b, &secs); err2 != nil {
-			return fmt.Errorf("duration must be a string such as \"10m\" or a number of seconds")
+			return bad
 		}
 		v, ok := floatDuration(secs, time.Second)
 		if !ok {
-			return fmt.Errorf("duration of %v seconds is out of range", secs)
+			return bad
 		}
 		*d = Duration(v)
 		return nil
 	}
 	v, err := ParseDuration(s)
 	if err != nil {
-		return err
+		return bad
 	}
 	*d = Duration(v)
 	return nil

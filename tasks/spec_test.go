@@ -71,6 +71,7 @@ func TestNormalizeErrors(t *testing.T) {
 		{"command empty", func(s *Spec) { s.Command = nil }, "command", EInvalid},
 		{"command empty slice", func(s *Spec) { s.Command = []string{} }, "command", EInvalid},
 		{"command and shell", func(s *Spec) { s.Shell = "echo hi" }, "command", EInvalid},
+		{"one-word command and shell", func(s *Spec) { s.Command = []string{"true"}; s.Shell = "true" }, "command", EInvalid},
 		{"empty program", func(s *Spec) { s.Command = []string{"", "x"} }, "command[0]", EInvalid},
 		{"NUL in program", func(s *Spec) { s.Command = []string{"ec\x00ho"} }, "command[0]", EInvalid},
 		{"NUL in argv", func(s *Spec) { s.Command = []string{"echo", "a\x00b"} }, "command[1]", EInvalid},

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +39,8 @@ type coordinatorOptions struct {
 	killGrace time.Duration
 	logLevel  string
 	logFormat string
+	tlsCert   string
+	tlsKey    string
 }
 
 func newCoordinatorCmd() *cobra.Command {
@@ -59,7 +62,9 @@ SIGINT or SIGTERM stops it cleanly: the shims are told to stop, and tasks
 that were running are left to their leases, which requeue them.
 
 Every flag can also be set by an environment variable: MITO_LISTEN,
-MITO_DATA_DIR, MITO_INVENTORY, MITO_DB, MITO_SHIM.`,
+MITO_DATA_DIR, MITO_INVENTORY, MITO_DB, MITO_SHIM, MITO_TLS_CERT,
+MITO_TLS_KEY. Serve HTTPS (--tls-cert, --tls-key) whenever the coordinator
+listens beyond loopback: passwords and tokens cross the API.`,
 		Example: `  # Embedded default, two local hosts:
   mito coordinator --inventory examples/inventories/local.yaml
 
@@ -78,6 +83,8 @@ MITO_DATA_DIR, MITO_INVENTORY, MITO_DB, MITO_SHIM.`,
 	f.StringVar(&opts.shim, "shim", os.Getenv("MITO_SHIM"), "shim binary for local hosts (default: mito-shim beside this binary, else this binary's worker --stdio)")
 	f.DurationVar(&opts.leaseTTL, "lease-ttl", 30*time.Second, "how long a host keeps a task without renewing its lease")
 	f.DurationVar(&opts.killGrace, "kill-grace", 5*time.Second, "time between SIGTERM and SIGKILL when a task is stopped")
+	f.StringVar(&opts.tlsCert, "tls-cert", os.Getenv("MITO_TLS_CERT"), "serve HTTPS with this certificate (PEM); needs --tls-key")
+	f.StringVar(&opts.tlsKey, "tls-key", os.Getenv("MITO_TLS_KEY"), "private key (PEM) of --tls-cert")
 	f.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
 	return cmd
@@ -151,18 +158,21 @@ func openStore(ctx context.Context, db, dataDir string) (store.Store, string, er
 	return st, "sqlite " + path, nil
 }
 
-// redactURL hides a password in a database URL, so it never reaches a log.
+// redactURL hides the password of a database URL, in its user part or
+// its query, so that it never reaches a log or an error message.
 func redactURL(s string) string {
-	at := strings.LastIndex(s, "@")
-	scheme := strings.Index(s, "://")
-	if at < 0 || scheme < 0 || at < scheme {
-		return s
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable database URL)"
 	}
-	userinfo := s[scheme+3 : at]
-	if i := strings.Index(userinfo, ":"); i >= 0 {
-		return s[:scheme+3] + userinfo[:i] + ":xxxxx" + s[at:]
+	q := u.Query()
+	for k := range q {
+		if strings.EqualFold(k, "password") {
+			q.Set(k, "xxxxx")
+		}
 	}
-	return s
+	u.RawQuery = q.Encode()
+	return u.Redacted()
 }
 
 func runCoordinator(ctx context.Context, opts coordinatorOptions) error {
@@ -170,8 +180,16 @@ func runCoordinator(ctx context.Context, opts coordinatorOptions) error {
 	if err != nil {
 		return err
 	}
-	if opts.leaseTTL < time.Second {
-		return usagef("--lease-ttl: must be at least 1s, got %s", opts.leaseTTL)
+	// A shim that loses touch kills its tasks before their leases run out,
+	// which takes up to the kill grace; the lease must leave room for that.
+	if minTTL := 2 * (opts.killGrace + time.Second); opts.leaseTTL < minTTL {
+		return usagef("--lease-ttl %s is too short for --kill-grace %s: it must be at least 2×(kill grace + 1s) = %s", opts.leaseTTL, opts.killGrace, minTTL)
+	}
+	if opts.killGrace < 0 {
+		return usagef("--kill-grace must not be negative")
+	}
+	if (opts.tlsCert == "") != (opts.tlsKey == "") {
+		return usagef("--tls-cert and --tls-key go together")
 	}
 	var hosts []inventory.Host
 	if opts.inventory != "" {
@@ -222,14 +240,23 @@ func runCoordinator(ctx context.Context, opts coordinatorOptions) error {
 	srv := &http.Server{
 		Handler:           c.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return reqCtx },
 	}
-	log.Info("coordinator listening", "addr", ln.Addr().String(), "store", desc, "hosts", len(hosts), "shim", strings.Join(shim, " "))
+	scheme := "http"
+	if opts.tlsCert != "" {
+		scheme = "https"
+	}
+	log.Info("coordinator listening", "url", scheme+"://"+ln.Addr().String(), "store", desc, "hosts", len(hosts), "shim", strings.Join(shim, " "))
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.Run(gctx) })
 	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return srv.Serve(ln) }
+		if opts.tlsCert != "" {
+			serve = func() error { return srv.ServeTLS(ln, opts.tlsCert, opts.tlsKey) }
+		}
+		if err := serve(); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve: %w", err)
 		}
 		return nil

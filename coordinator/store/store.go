@@ -14,9 +14,11 @@ import (
 	"github.com/mitolab/mito/tasks"
 )
 
-// Store is the coordinator's durable state. Methods return *tasks.Error
-// values for domain failures (ENotFound, EConflict, EStaleLease, EInvalid)
-// and wrapped driver errors otherwise. All methods are safe for concurrent use.
+// Store is the coordinator's durable state. Methods return a bare
+// *tasks.Error, never wrapped, for domain failures (ENotFound, EConflict,
+// EStaleLease, EInvalid), so that callers can pass it through as it is, and
+// driver errors wrapped once as "verb object: cause" otherwise. All methods
+// are safe for concurrent use.
 type Store interface {
 	// CreateUser creates a user and their personal group (same name, user
 	// is admin) in one transaction. EConflict if a user or group of that
@@ -26,9 +28,15 @@ type Store interface {
 	GetUser(ctx context.Context, name string) (tasks.User, error)
 	// ListUsers returns all users ordered by name.
 	ListUsers(ctx context.Context) ([]tasks.User, error)
-	// UpdateUser sets Admin, Disabled and PasswordHash of an existing user
-	// (the name selects it). ENotFound if none.
-	UpdateUser(ctx context.Context, u tasks.User) error
+	// SetUserPassword sets a user's password hash and deletes all their
+	// tokens, in one transaction, so that a leaked token dies with the old
+	// password. It changes no other column: a copy of the user read before
+	// a concurrent SetUserDisabled cannot undo it. ENotFound if no such user.
+	SetUserPassword(ctx context.Context, name, hash string) error
+	// SetUserDisabled sets only a user's disabled flag. Disabling also
+	// deletes all their tokens, in the same transaction, so that no session
+	// outlives it; enabling touches no token. ENotFound if no such user.
+	SetUserDisabled(ctx context.Context, name string, disabled bool) error
 	// CountUsers returns how many users exist; the coordinator creates the
 	// first admin when it is zero.
 	CountUsers(ctx context.Context) (int, error)

@@ -103,15 +103,34 @@ func (s *Store) ListUsers(ctx context.Context) ([]tasks.User, error) {
 	return out, nil
 }
 
-// UpdateUser sets the admin flag, the disabled flag and the password hash.
-func (s *Store) UpdateUser(ctx context.Context, u tasks.User) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE users SET admin = $1, disabled = $2, password_hash = $3 WHERE name = $4`,
-		u.Admin, u.Disabled, u.PasswordHash, u.Name)
+// SetUserPassword sets only the password hash and deletes the user's
+// tokens, in one statement.
+func (s *Store) SetUserPassword(ctx context.Context, name, hash string) error {
+	return s.setUserColumn(ctx, "set user password", `password_hash = $2`, name, hash, true)
+}
+
+// SetUserDisabled sets only the disabled flag; disabling deletes the
+// user's tokens in the same statement.
+func (s *Store) SetUserDisabled(ctx context.Context, name string, disabled bool) error {
+	return s.setUserColumn(ctx, "set user disabled", `disabled = $2`, name, disabled, disabled)
+}
+
+// setUserColumn sets one column of user $1 to $2 (set is the SET clause),
+// and deletes the user's tokens if revoke, in one statement and so one
+// transaction. ENotFound if there is no user.
+func (s *Store) setUserColumn(ctx context.Context, what, set, name string, v any, revoke bool) error {
+	var n int
+	err := s.pool.QueryRow(ctx, `WITH u AS (
+		UPDATE users SET `+set+` WHERE name = $1 RETURNING name
+	), revoked AS (
+		DELETE FROM tokens WHERE $3 AND user_name IN (SELECT name FROM u)
+	)
+	SELECT count(*) FROM u`, name, v, revoke).Scan(&n)
 	if err != nil {
-		return fmt.Errorf("update user: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
-	if tag.RowsAffected() == 0 {
-		return tasks.Errorf(tasks.ENotFound, "user %q not found", u.Name)
+	if n == 0 {
+		return tasks.Errorf(tasks.ENotFound, "user %q not found", name)
 	}
 	return nil
 }

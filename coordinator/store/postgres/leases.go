@@ -2,22 +2,17 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/mitolab/mito/coordinator/store"
 	"github.com/mitolab/mito/tasks"
 )
-
-// maxClaim bounds one claim, since a token is made for every task it may
-// take; a host asks for as many tasks as it has free slots.
-const maxClaim = 1000
 
 // claimSQL claims in one statement. locked walks the queue index best
 // first and locks up to $3 rows, skipping rows another claim has locked, so
@@ -57,10 +52,10 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) ([]tasks.Assignm
 	if p.Max <= 0 || len(p.Groups) == 0 {
 		return nil, nil
 	}
-	n := min(p.Max, maxClaim)
+	n := min(p.Max, store.MaxClaim)
 	tokens := make([]string, n)
 	for i := range tokens {
-		tokens[i] = newToken()
+		tokens[i] = store.NewLeaseToken()
 	}
 	rows, err := s.pool.Query(ctx, claimSQL, p.Groups, list(p.Tags), n, tokens, p.Host, p.Now.Add(p.TTL), p.Now)
 	if err != nil {
@@ -78,22 +73,8 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) ([]tasks.Assignm
 	if err != nil {
 		return nil, fmt.Errorf("claim tasks: %w", err)
 	}
-	// RETURNING gives rows in no promised order.
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i].Task, out[j].Task
-		if a.Priority != b.Priority {
-			return a.Priority > b.Priority
-		}
-		return a.ID < b.ID
-	})
+	store.SortAssignments(out)
 	return out, nil
-}
-
-// newToken returns a 128-bit random lease token in hex.
-func newToken() string {
-	var b [16]byte
-	rand.Read(b[:]) // never fails: it panics rather than return an error
-	return hex.EncodeToString(b[:])
 }
 
 // Renew extends the current leases among refs, in one statement, and
@@ -140,11 +121,8 @@ func (s *Store) Renew(ctx context.Context, refs []tasks.LeaseRef, at time.Time, 
 
 // Finish ends the attempt that ref names with result r.
 func (s *Store) Finish(ctx context.Context, ref tasks.LeaseRef, r tasks.Result) (tasks.Task, error) {
-	if err := r.Validate(); err != nil {
+	if err := store.CheckResult(r); err != nil {
 		return tasks.Task{}, err
-	}
-	if !tasks.CanTransition(tasks.Running, r.State) {
-		return tasks.Task{}, tasks.Invalid("state", "a running task cannot become %s", r.State)
 	}
 	finished := r.FinishedAt
 	if finished.IsZero() {
@@ -166,7 +144,7 @@ func (s *Store) Finish(ctx context.Context, ref tasks.LeaseRef, r tasks.Result) 
 	// new at each claim), so this second look only explains the refusal.
 	var st string
 	var attempt int
-	var token *string
+	var token pgtype.Text
 	err = s.pool.QueryRow(ctx, `SELECT state, attempt, lease_token FROM tasks WHERE id = $1`, int64(ref.Task)).Scan(&st, &attempt, &token)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return tasks.Task{}, tasks.Errorf(tasks.ENotFound, "task %d not found", ref.Task)
@@ -174,23 +152,10 @@ func (s *Store) Finish(ctx context.Context, ref tasks.LeaseRef, r tasks.Result) 
 	if err != nil {
 		return tasks.Task{}, fmt.Errorf("finish task: %w", err)
 	}
-	if err := staleError(ref, tasks.State(st), attempt, token); err != nil {
+	if err := store.StaleLease(ref, tasks.State(st), attempt, token.String); err != nil {
 		return tasks.Task{}, err
 	}
 	return tasks.Task{}, tasks.Errorf(tasks.EStaleLease, "task %d attempt %d: lease is no longer current", ref.Task, ref.Attempt)
-}
-
-// staleError explains why ref is not current, or returns nil if it is.
-func staleError(ref tasks.LeaseRef, st tasks.State, attempt int, token *string) error {
-	switch {
-	case st != tasks.Running:
-		return tasks.Errorf(tasks.EStaleLease, "task %d attempt %d: lease is no longer current: the task is %s", ref.Task, ref.Attempt, st)
-	case attempt != ref.Attempt:
-		return tasks.Errorf(tasks.EStaleLease, "task %d attempt %d: lease is no longer current: attempt %d runs now", ref.Task, ref.Attempt, attempt)
-	case token == nil || *token != ref.Token:
-		return tasks.Errorf(tasks.EStaleLease, "task %d attempt %d: lease is no longer current: wrong lease token", ref.Task, ref.Attempt)
-	}
-	return nil
 }
 
 // RequeueExpired sends running tasks whose lease ran out back to the

@@ -6,7 +6,9 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/mitolab/mito/coordinator/store"
 	"github.com/mitolab/mito/tasks"
 )
 
@@ -31,7 +33,7 @@ func fencedSQL(ins string) string {
 func (s *Store) fenced(ctx context.Context, what, q string, ref tasks.LeaseRef, args ...any) error {
 	var st string
 	var attempt int
-	var token *string
+	var token pgtype.Text
 	err := s.pool.QueryRow(ctx, q, append([]any{int64(ref.Task), ref.Attempt, ref.Token}, args...)...).Scan(&st, &attempt, &token)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return tasks.Errorf(tasks.ENotFound, "task %d not found", ref.Task)
@@ -39,7 +41,7 @@ func (s *Store) fenced(ctx context.Context, what, q string, ref tasks.LeaseRef, 
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	return staleError(ref, tasks.State(st), attempt, token)
+	return store.StaleLease(ref, tasks.State(st), attempt, token.String)
 }
 
 // currentSQL is the condition, on cur, under which a fenced write happens.
@@ -64,9 +66,7 @@ func (s *Store) AppendLog(ctx context.Context, ref tasks.LeaseRef, st tasks.Stre
 }
 
 // ReadLog returns up to limit bytes (all if limit <= 0) of a stream from
-// byte offset off. Chunks are joined in offset order; where they overlap
-// (a retry cut differently) the first bytes win, and a gap ends the read,
-// since what follows it cannot be placed yet.
+// byte offset off, joined by store.JoinLog.
 func (s *Store) ReadLog(ctx context.Context, id tasks.ID, attempt int, st tasks.Stream, off int64, limit int) ([]byte, error) {
 	if off < 0 {
 		return nil, tasks.Invalid("offset", "must not be negative, got %d", off)
@@ -77,62 +77,15 @@ func (s *Store) ReadLog(ctx context.Context, id tasks.ID, attempt int, st tasks.
 	if err != nil {
 		return nil, fmt.Errorf("read log: %w", err)
 	}
-	defer rows.Close()
-	var j joiner
-	j.init(off, limit)
-	for rows.Next() {
-		var at int64
-		var data []byte
-		if err := rows.Scan(&at, &data); err != nil {
-			return nil, fmt.Errorf("read log: %w", err)
-		}
-		if !j.add(at, data) {
-			break
-		}
+	out, err := store.JoinLog(rows, off, limit)
+	rows.Close() // pgx reports rows.Err only once they are closed
+	if err == nil {
+		err = rows.Err()
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("read log: %w", err)
 	}
-	return j.out, nil
-}
-
-// joiner assembles a contiguous byte range from chunks given in offset order.
-type joiner struct {
-	pos   int64 // the offset of the next byte wanted
-	limit int   // bytes still wanted; < 0 means no limit
-	out   []byte
-}
-
-func (j *joiner) init(off int64, limit int) {
-	j.pos = off
-	j.limit = limit
-	if limit <= 0 {
-		j.limit = -1
-	}
-}
-
-// add takes what chunk data at offset at adds past pos and reports whether
-// more chunks can help.
-func (j *joiner) add(at int64, data []byte) bool {
-	if at > j.pos {
-		return false // a gap
-	}
-	end := at + int64(len(data))
-	if end <= j.pos {
-		return true // wholly before pos: overlapped by earlier chunks
-	}
-	part := data[j.pos-at:]
-	if j.limit >= 0 && len(part) > j.limit {
-		part = part[:j.limit]
-	}
-	j.out = append(j.out, part...)
-	j.pos += int64(len(part))
-	if j.limit >= 0 {
-		j.limit -= len(part)
-		return j.limit > 0
-	}
-	return true
+	return out, nil
 }
 
 // AddArtifact records an artifact of the attempt ref names, replacing one

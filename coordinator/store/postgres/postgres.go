@@ -172,18 +172,23 @@ func (s *Store) migrate(ctx context.Context, schema string) error {
 	return nil
 }
 
-// tx runs f in a transaction. Errors from f that are not *tasks.Error, and
-// errors of the transaction itself, are wrapped once with what.
+// tx runs f in a transaction. A *tasks.Error from f is returned bare;
+// other errors from f, and errors of the transaction itself, are wrapped
+// once with what.
 func (s *Store) tx(ctx context.Context, what string, f func(tx pgx.Tx) error) error {
 	err := pgx.BeginFunc(ctx, s.pool, f)
 	return wrap(what, err)
 }
 
-// wrap wraps a driver error with what; *tasks.Error passes unchanged.
+// wrap wraps a driver error with what. A *tasks.Error is returned bare,
+// as the Store contract promises, so callers can pass it through.
 func wrap(what string, err error) error {
+	if err == nil {
+		return nil
+	}
 	var te *tasks.Error
-	if err == nil || errors.As(err, &te) {
-		return err
+	if errors.As(err, &te) {
+		return te
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }

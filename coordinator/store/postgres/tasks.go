@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/mitolab/mito/coordinator/store"
 	"github.com/mitolab/mito/tasks"
 )
 
@@ -61,7 +62,7 @@ func (s *Store) CreateTasks(ctx context.Context, creator string, specs []tasks.S
 	batch := &pgx.Batch{}
 	for i, sp := range specs {
 		if err := sp.Normalize(); err != nil {
-			return nil, specError(err, i, len(specs))
+			return nil, store.SpecError(err, i, len(specs))
 		}
 		// A string parameter is sent to jsonb as is; a nil slice or map
 		// would be sent as NULL, and "null" keeps nil apart from empty.
@@ -96,21 +97,6 @@ func (s *Store) CreateTasks(ctx context.Context, creator string, specs []tasks.S
 		return nil, err
 	}
 	return out, nil
-}
-
-// specError names the spec of a batch that err is about.
-func specError(err error, i, n int) error {
-	var te *tasks.Error
-	if n == 1 || !errors.As(err, &te) {
-		return err
-	}
-	e := *te
-	prefix := fmt.Sprintf("tasks[%d]", i)
-	if e.Field != "" {
-		e.Field = prefix + "." + e.Field
-	}
-	e.Message = prefix + "." + e.Message
-	return &e
 }
 
 // GetTask returns one task.
@@ -168,7 +154,7 @@ func (s *Store) ListTasks(ctx context.Context, f tasks.Filter) ([]tasks.Task, er
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, ` AND `)
 	}
-	args = append(args, listLimit(f.Limit))
+	args = append(args, store.ListLimit(f.Limit))
 	q += ` ORDER BY id DESC LIMIT $` + strconv.Itoa(len(args))
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
@@ -179,17 +165,6 @@ func (s *Store) ListTasks(ctx context.Context, f tasks.Filter) ([]tasks.Task, er
 		return nil, fmt.Errorf("list tasks: %w", err)
 	}
 	return out, nil
-}
-
-// listLimit applies the listing's default and cap.
-func listLimit(n int) int {
-	switch {
-	case n <= 0:
-		return tasks.DefaultListLimit
-	case n > tasks.MaxListLimit:
-		return tasks.MaxListLimit
-	}
-	return n
 }
 
 // CancelTask moves a queued or running task to cancelled.

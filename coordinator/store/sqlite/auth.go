@@ -108,22 +108,41 @@ func (s *Store) ListUsers(ctx context.Context) ([]tasks.User, error) {
 	return out, nil
 }
 
-// UpdateUser sets the admin flag, the disabled flag and the password hash.
-func (s *Store) UpdateUser(ctx context.Context, u tasks.User) error {
-	return s.write(ctx, "update user", func(tx wtx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE users SET admin = ?, disabled = ?, password_hash = ? WHERE name = ?`,
-			u.Admin, u.Disabled, u.PasswordHash, u.Name)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			if err != nil {
-				return err
-			}
-			return tasks.Errorf(tasks.ENotFound, "user %q not found", u.Name)
-		}
-		return nil
+// SetUserPassword sets only the password hash and deletes the user's
+// tokens, in one transaction.
+func (s *Store) SetUserPassword(ctx context.Context, name, hash string) error {
+	return s.write(ctx, "set user password", func(tx wtx) error {
+		return setUserColumn(ctx, tx, name, `UPDATE users SET password_hash = ? WHERE name = ?`, hash, true)
 	})
+}
+
+// SetUserDisabled sets only the disabled flag; disabling deletes the
+// user's tokens in the same transaction.
+func (s *Store) SetUserDisabled(ctx context.Context, name string, disabled bool) error {
+	return s.write(ctx, "set user disabled", func(tx wtx) error {
+		return setUserColumn(ctx, tx, name, `UPDATE users SET disabled = ? WHERE name = ?`, disabled, disabled)
+	})
+}
+
+// setUserColumn runs update, which sets one column of user name to v, and
+// then deletes the user's tokens if revoke. ENotFound if there is no user.
+func setUserColumn(ctx context.Context, tx wtx, name, update string, v any, revoke bool) error {
+	res, err := tx.ExecContext(ctx, update, v, name)
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return tasks.Errorf(tasks.ENotFound, "user %q not found", name)
+	}
+	if !revoke {
+		return nil
+	}
+	_, err = tx.ExecContext(ctx, `DELETE FROM tokens WHERE user_name = ?`, name)
+	return err
 }
 
 // CountUsers returns the number of users.

@@ -2,9 +2,7 @@ package sqlite
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"sort"
@@ -13,10 +11,6 @@ import (
 	"github.com/mitolab/mito/coordinator/store"
 	"github.com/mitolab/mito/tasks"
 )
-
-// maxClaim bounds one claim, since a token is made for every task it may
-// take; a host asks for as many tasks as it has free slots.
-const maxClaim = 1000
 
 // claimSQL claims in one statement. The inner SELECT walks the queue index
 // best first and stops at the limit (INDEXED BY: left to itself, the
@@ -58,10 +52,10 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) ([]tasks.Assignm
 	if p.Max <= 0 || len(p.Groups) == 0 {
 		return nil, nil
 	}
-	n := min(p.Max, maxClaim)
+	n := min(p.Max, store.MaxClaim)
 	tokens := make([]string, n)
 	for i := range tokens {
-		tokens[i] = newToken()
+		tokens[i] = store.NewLeaseToken()
 	}
 	toks, _ := json.Marshal(tokens) // a []string always marshals
 	expires := p.Now.Add(p.TTL)
@@ -86,22 +80,8 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) ([]tasks.Assignm
 	if err != nil {
 		return nil, err
 	}
-	// RETURNING gives rows in no promised order.
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i].Task, out[j].Task
-		if a.Priority != b.Priority {
-			return a.Priority > b.Priority
-		}
-		return a.ID < b.ID
-	})
+	store.SortAssignments(out)
 	return out, nil
-}
-
-// newToken returns a 128-bit random lease token in hex.
-func newToken() string {
-	var b [16]byte
-	rand.Read(b[:]) // never fails: it panics rather than return an error
-	return hex.EncodeToString(b[:])
 }
 
 // currentSQL is the fence every lease-bound write checks.
@@ -158,11 +138,8 @@ func (s *Store) Renew(ctx context.Context, refs []tasks.LeaseRef, at time.Time, 
 
 // Finish ends the attempt that ref names with result r.
 func (s *Store) Finish(ctx context.Context, ref tasks.LeaseRef, r tasks.Result) (tasks.Task, error) {
-	if err := r.Validate(); err != nil {
+	if err := store.CheckResult(r); err != nil {
 		return tasks.Task{}, err
-	}
-	if !tasks.CanTransition(tasks.Running, r.State) {
-		return tasks.Task{}, tasks.Invalid("state", "a running task cannot become %s", r.State)
 	}
 	finished := r.FinishedAt
 	if finished.IsZero() {
@@ -204,20 +181,7 @@ func fence(ctx context.Context, tx wtx, ref tasks.LeaseRef) error {
 	if err != nil {
 		return err
 	}
-	return staleError(ref, st, attempt, token.String)
-}
-
-// staleError explains why ref is not current, or returns nil if it is.
-func staleError(ref tasks.LeaseRef, st tasks.State, attempt int, token string) error {
-	switch {
-	case st != tasks.Running:
-		return tasks.Errorf(tasks.EStaleLease, "task %d attempt %d: lease is no longer current: the task is %s", ref.Task, ref.Attempt, st)
-	case attempt != ref.Attempt:
-		return tasks.Errorf(tasks.EStaleLease, "task %d attempt %d: lease is no longer current: attempt %d runs now", ref.Task, ref.Attempt, attempt)
-	case token != ref.Token:
-		return tasks.Errorf(tasks.EStaleLease, "task %d attempt %d: lease is no longer current: wrong lease token", ref.Task, ref.Attempt)
-	}
-	return nil
+	return store.StaleLease(ref, st, attempt, token.String)
 }
 
 // RequeueExpired sends running tasks whose lease ran out back to the

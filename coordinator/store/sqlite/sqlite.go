@@ -97,10 +97,13 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(cfg.busyTimeout.Milliseconds(), 10)+")")
 	q.Add("_pragma", "foreign_keys(1)")
 	if !memory {
-		// WAL lets readers read while the writer writes; with WAL,
-		// synchronous=NORMAL loses no committed data on a process crash.
+		// WAL lets readers read while the writer writes. With WAL,
+		// synchronous=NORMAL survives a process crash but may lose the
+		// last commits on power loss, and every acknowledged submission
+		// must reach a final state: FULL syncs the WAL at each commit,
+		// so a commit that returned is on disk.
 		q.Add("_pragma", "journal_mode(WAL)")
-		q.Add("_pragma", "synchronous(NORMAL)")
+		q.Add("_pragma", "synchronous(FULL)")
 	}
 	wq := url.Values{}
 	for k, v := range q {
@@ -233,9 +236,10 @@ func (tx wtx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.R
 	return tx.Tx.QueryRowContext(ctx, q, args...)
 }
 
-// write runs f in a write transaction and commits it. Errors from f that
-// are not *tasks.Error, and errors of the transaction itself, are wrapped
-// once with what, so that callers need not wrap each statement.
+// write runs f in a write transaction and commits it. A *tasks.Error from
+// f is returned bare, as the Store contract promises; other errors from f,
+// and errors of the transaction itself, are wrapped once with what, so
+// that callers need not wrap each statement.
 func (s *Store) write(ctx context.Context, what string, f func(tx wtx) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -245,7 +249,7 @@ func (s *Store) write(ctx context.Context, what string, f func(tx wtx) error) er
 		tx.Rollback()
 		var te *tasks.Error
 		if errors.As(err, &te) {
-			return err
+			return te
 		}
 		return fmt.Errorf("%s: %w", what, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mitolab/mito/coordinator/store"
 	"github.com/mitolab/mito/tasks"
 )
 
@@ -95,7 +96,7 @@ func (s *Store) CreateTasks(ctx context.Context, creator string, specs []tasks.S
 		defer stmt.Close()
 		for i, sp := range specs {
 			if err := sp.Normalize(); err != nil {
-				return specError(err, i, len(specs))
+				return store.SpecError(err, i, len(specs))
 			}
 			command, err := json.Marshal(sp.Command)
 			if err != nil {
@@ -119,21 +120,6 @@ func (s *Store) CreateTasks(ctx context.Context, creator string, specs []tasks.S
 		return nil, err
 	}
 	return out, nil
-}
-
-// specError names the spec of a batch that err is about.
-func specError(err error, i, n int) error {
-	var te *tasks.Error
-	if n == 1 || !errors.As(err, &te) {
-		return err
-	}
-	e := *te
-	prefix := fmt.Sprintf("tasks[%d]", i)
-	if e.Field != "" {
-		e.Field = prefix + "." + e.Field
-	}
-	e.Message = prefix + "." + e.Message
-	return &e
 }
 
 // GetTask returns one task.
@@ -192,19 +178,8 @@ func (s *Store) ListTasks(ctx context.Context, f tasks.Filter) ([]tasks.Task, er
 		q += ` WHERE ` + strings.Join(where, ` AND `)
 	}
 	q += ` ORDER BY id DESC LIMIT ?`
-	args = append(args, listLimit(f.Limit))
+	args = append(args, store.ListLimit(f.Limit))
 	return s.queryTasks(ctx, "list tasks", q, args...)
-}
-
-// listLimit applies the listing's default and cap.
-func listLimit(n int) int {
-	switch {
-	case n <= 0:
-		return tasks.DefaultListLimit
-	case n > tasks.MaxListLimit:
-		return tasks.MaxListLimit
-	}
-	return n
 }
 
 // queryTasks runs a query of taskCols on the read pool.

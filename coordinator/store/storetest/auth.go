@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -57,15 +58,6 @@ func testUsers(t *testing.T, s store.Store) {
 		t.Errorf("ListUsers[1] = %+v; want zed in full", users[1])
 	}
 
-	ok(t, s.UpdateUser(ctx, tasks.User{Name: "zed", Admin: false, Disabled: true, PasswordHash: "new"}), "UpdateUser")
-	got, err = s.GetUser(ctx, "zed")
-	ok(t, err, "GetUser zed")
-	if got.Admin || !got.Disabled || got.PasswordHash != "new" {
-		t.Errorf("after UpdateUser, zed = %+v; want disabled, not admin, hash new", got)
-	}
-	wantTime(t, got.CreatedAt, t0, "zed.CreatedAt after UpdateUser")
-	wantCode(t, s.UpdateUser(ctx, tasks.User{Name: "nobody"}), tasks.ENotFound, "UpdateUser nobody")
-
 	n, err = s.CountUsers(ctx)
 	ok(t, err, "CountUsers")
 	if n != 2 {
@@ -78,6 +70,78 @@ func testUsers(t *testing.T, s store.Store) {
 	if want := []tasks.Member{{User: "alice", Role: tasks.RoleAdmin}}; !reflect.DeepEqual(g.Members, want) {
 		t.Errorf("personal group members = %+v; want %+v", g.Members, want)
 	}
+}
+
+// wantUser fails unless user name has exactly the admin flag, disabled
+// flag and password hash given, and still its creation time.
+func wantUser(t *testing.T, s store.Store, name string, admin, disabled bool, hash string, created time.Time, what string) {
+	t.Helper()
+	u, err := s.GetUser(t.Context(), name)
+	ok(t, err, what+": GetUser "+name)
+	if u.Admin != admin || u.Disabled != disabled || u.PasswordHash != hash {
+		t.Errorf("%s: %s = admin %t, disabled %t, hash %q; want admin %t, disabled %t, hash %q",
+			what, name, u.Admin, u.Disabled, u.PasswordHash, admin, disabled, hash)
+	}
+	wantTime(t, u.CreatedAt, created, what+": "+name+".CreatedAt")
+}
+
+// wantTokens fails unless exactly the tokens of hashes live, of the ones
+// in all.
+func wantTokens(t *testing.T, s store.Store, all []string, live []string, what string) {
+	t.Helper()
+	for _, h := range all {
+		_, _, err := s.LookupToken(t.Context(), h)
+		if slices.Contains(live, h) {
+			ok(t, err, what+": LookupToken "+h)
+		} else {
+			wantCode(t, err, tasks.ENotFound, what+": LookupToken "+h)
+		}
+	}
+}
+
+// testSetUser checks that SetUserPassword and SetUserDisabled each change
+// their own column only, so that one cannot undo the other from a stale
+// copy of the user, and that they revoke tokens as the contract says.
+func testSetUser(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	ok(t, s.CreateUser(ctx, tasks.User{Name: "zed", Admin: true, PasswordHash: "h0", CreatedAt: t0}), "CreateUser zed")
+	ok(t, s.CreateUser(ctx, tasks.User{Name: "bob", PasswordHash: "hb", CreatedAt: t0}), "CreateUser bob")
+	token := func(hash, user string) {
+		t.Helper()
+		ok(t, s.CreateToken(ctx, tasks.Token{Hash: hash, User: user, CreatedAt: t0}), "CreateToken "+hash)
+	}
+	all := []string{"z1", "z2", "z3", "z4", "b1"}
+	token("z1", "zed")
+	token("z2", "zed")
+	token("b1", "bob")
+
+	ok(t, s.SetUserDisabled(ctx, "zed", true), "SetUserDisabled zed true")
+	wantUser(t, s, "zed", true, true, "h0", t0, "after disabling")
+	wantTokens(t, s, all, []string{"b1"}, "after disabling zed")
+	ok(t, s.SetUserDisabled(ctx, "zed", true), "SetUserDisabled zed true again")
+	wantUser(t, s, "zed", true, true, "h0", t0, "after disabling twice")
+
+	// A password change after the disabling, as from a request that read
+	// zed before it, must leave zed disabled.
+	ok(t, s.SetUserPassword(ctx, "zed", "h1"), "SetUserPassword zed while disabled")
+	wantUser(t, s, "zed", true, true, "h1", t0, "after a password change while disabled")
+
+	token("z3", "zed")
+	ok(t, s.SetUserDisabled(ctx, "zed", false), "SetUserDisabled zed false")
+	wantUser(t, s, "zed", true, false, "h1", t0, "after enabling")
+	wantTokens(t, s, all, []string{"z3", "b1"}, "after enabling zed")
+
+	token("z4", "zed")
+	ok(t, s.SetUserPassword(ctx, "zed", "h2"), "SetUserPassword zed")
+	wantUser(t, s, "zed", true, false, "h2", t0, "after a password change")
+	wantTokens(t, s, all, []string{"b1"}, "after zed's password change")
+	wantUser(t, s, "bob", false, false, "hb", t0, "after zed's changes")
+
+	wantCode(t, s.SetUserPassword(ctx, "nobody", "h"), tasks.ENotFound, "SetUserPassword nobody")
+	wantCode(t, s.SetUserDisabled(ctx, "nobody", true), tasks.ENotFound, "SetUserDisabled nobody true")
+	wantCode(t, s.SetUserDisabled(ctx, "nobody", false), tasks.ENotFound, "SetUserDisabled nobody false")
+	_, err := s.GetUser(ctx, "nobody")
+	wantCode(t, err, tasks.ENotFound, "GetUser after the refused changes")
 }
 
 func testNameNamespace(t *testing.T, s store.Store) {

@@ -1,0 +1,149 @@
+package store
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/mitolab/mito/tasks"
+)
+
+// The helpers below hold the parts of the contract that do not depend on
+// the database, so that sqlite and postgres share one copy of each and
+// cannot drift apart: a rule changed here changes for both.
+
+// MaxClaim bounds one Claim whatever ClaimParams.Max asks, since a lease
+// token is made for every task a claim may take; a host asks for as many
+// tasks as it has free slots.
+const MaxClaim = 1000
+
+// NewLeaseToken returns a new 128-bit random lease token in hex. Tokens come
+// from crypto/rand, not from the database, so that a stale holder can never
+// guess the current one.
+func NewLeaseToken() string {
+	var b [16]byte
+	rand.Read(b[:]) // never fails: it panics rather than return an error
+	return hex.EncodeToString(b[:])
+}
+
+// SortAssignments puts the assignments of one claim in the order Claim
+// promises, best first (priority descending, then ID ascending), since
+// UPDATE … RETURNING gives its rows in no promised order.
+func SortAssignments(as []tasks.Assignment) {
+	sort.Slice(as, func(i, j int) bool {
+		a, b := as[i].Task, as[j].Task
+		if a.Priority != b.Priority {
+			return a.Priority > b.Priority
+		}
+		return a.ID < b.ID
+	})
+}
+
+// StaleLease explains why ref is not the current lease of a task that is
+// in state st at attempt attempt with lease token token ("" for none), or
+// returns nil if it is. The reason goes into the EStaleLease message so that
+// a shim's log says why a write was refused.
+func StaleLease(ref tasks.LeaseRef, st tasks.State, attempt int, token string) error {
+	switch {
+	case st != tasks.Running:
+		return tasks.Errorf(tasks.EStaleLease, "task %d attempt %d: lease is no longer current: the task is %s", ref.Task, ref.Attempt, st)
+	case attempt != ref.Attempt:
+		return tasks.Errorf(tasks.EStaleLease, "task %d attempt %d: lease is no longer current: attempt %d runs now", ref.Task, ref.Attempt, attempt)
+	case token == "" || token != ref.Token:
+		// A stored token is never empty, so "" means the task has none
+		// and no ref can match it.
+		return tasks.Errorf(tasks.EStaleLease, "task %d attempt %d: lease is no longer current: wrong lease token", ref.Task, ref.Attempt)
+	}
+	return nil
+}
+
+// CheckResult returns the error Finish gives for r without touching the
+// database: r's own EInvalid error, or EInvalid when r.State is not one a
+// running task may move to. Nil means the result may end an attempt.
+func CheckResult(r tasks.Result) error {
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	if !tasks.CanTransition(tasks.Running, r.State) {
+		return tasks.Invalid("state", "a running task cannot become %s", r.State)
+	}
+	return nil
+}
+
+// ListLimit applies ListTasks' default (tasks.DefaultListLimit for n <= 0)
+// and cap (tasks.MaxListLimit) to a requested page size, so that every
+// store pages alike.
+func ListLimit(n int) int {
+	switch {
+	case n <= 0:
+		return tasks.DefaultListLimit
+	case n > tasks.MaxListLimit:
+		return tasks.MaxListLimit
+	}
+	return n
+}
+
+// SpecError names the spec of a batch of n that err is about, as
+// "tasks[i].", so that a user who submitted many specs learns which one to
+// fix. A lone spec, or an error that is not a *tasks.Error, is returned as
+// is. The result is a new *tasks.Error, never a wrapped one.
+func SpecError(err error, i, n int) error {
+	var te *tasks.Error
+	if n == 1 || !errors.As(err, &te) {
+		return err
+	}
+	e := *te
+	prefix := fmt.Sprintf("tasks[%d]", i)
+	if e.Field != "" {
+		e.Field = prefix + "." + e.Field
+	}
+	e.Message = prefix + "." + e.Message
+	return &e
+}
+
+// LogChunks is what JoinLog reads: rows of (offset, data) in offset order.
+// Both *sql.Rows and pgx.Rows have these methods.
+type LogChunks interface {
+	Next() bool
+	Scan(dest ...any) error
+}
+
+// JoinLog reads the stored chunks of a stream from rows and returns up to
+// limit bytes (all if limit <= 0) from offset off on: ReadLog's answer,
+// whatever the database, so that both stores return the same bytes. Where
+// chunks overlap (a retry cut differently) the first bytes win, and a gap
+// ends the read, since what follows it cannot be placed yet. It stops
+// reading rows as soon as no later chunk can add bytes; closing rows and
+// checking their Err is the caller's. An error is that of Scan, unwrapped.
+func JoinLog(rows LogChunks, off int64, limit int) ([]byte, error) {
+	if limit <= 0 {
+		limit = -1 // no limit
+	}
+	pos := off // the offset of the next byte wanted
+	var out []byte
+	for limit != 0 && rows.Next() {
+		var at int64
+		var data []byte
+		if err := rows.Scan(&at, &data); err != nil {
+			return nil, err
+		}
+		if at > pos {
+			break // a gap
+		}
+		if at+int64(len(data)) <= pos {
+			continue // wholly before pos: overlapped by earlier chunks
+		}
+		part := data[pos-at:]
+		if limit > 0 && len(part) > limit {
+			part = part[:limit]
+		}
+		out = append(out, part...)
+		pos += int64(len(part))
+		if limit > 0 {
+			limit -= len(part)
+		}
+	}
+	return out, nil
+}

@@ -24,7 +24,9 @@ const LeaseHeader = "X-Mito-Lease"
 
 // Register starts a worker session and keeps its id for the calls that
 // follow. Call it before any other worker call and not concurrently with
-// them: the session is not guarded, because it is set once per client.
+// them: it writes the client's session, which is not guarded. A worker that
+// registers again while other goroutines still send (after the coordinator
+// forgot its session) uses RegisterSession instead.
 func (c *Client) Register(ctx context.Context, req tasks.RegisterRequest) (*tasks.RegisterResponse, error) {
 	var resp tasks.RegisterResponse
 	if err := c.do(ctx, http.MethodPost, "/worker/v1/register", req, &resp); err != nil {
@@ -32,6 +34,22 @@ func (c *Client) Register(ctx context.Context, req tasks.RegisterRequest) (*task
 	}
 	c.session = resp.Session
 	return &resp, nil
+}
+
+// RegisterSession starts a worker session like Register but leaves c as it
+// is: it returns a new client, sharing c's coordinator, credentials and
+// HTTP client, that sends the new session. No client's session is ever
+// written while it may be in use, so it is safe to call while other
+// goroutines send requests with c or with a client of an earlier session;
+// a caller switches to the new session by swapping the client it uses.
+func (c *Client) RegisterSession(ctx context.Context, req tasks.RegisterRequest) (*Client, *tasks.RegisterResponse, error) {
+	var resp tasks.RegisterResponse
+	if err := c.do(ctx, http.MethodPost, "/worker/v1/register", req, &resp); err != nil {
+		return nil, nil, err
+	}
+	sc := *c
+	sc.session = resp.Session
+	return &sc, &resp, nil
 }
 
 // Claim asks for up to req.Max tasks, waiting up to req.Wait for one. An

@@ -272,6 +272,38 @@ func (c *Coordinator) EnsureAdmin(ctx context.Context, password, passwordFile st
 	return true, nil
 }
 
+// EnsureGroups creates the task groups the inventory's hosts serve that do
+// not exist yet, with the admin user as their admin, so that a lab's
+// inventory works on a fresh coordinator. It returns the groups it made.
+func (c *Coordinator) EnsureGroups(ctx context.Context) ([]string, error) {
+	var made []string
+	seen := make(map[string]bool)
+	for _, h := range c.cfg.Hosts {
+		for _, g := range h.Groups {
+			if seen[g] {
+				continue
+			}
+			seen[g] = true
+			_, err := c.store.GetGroup(ctx, g)
+			if !errors.Is(err, tasks.ErrNotFound) {
+				if err != nil {
+					return made, err
+				}
+				continue
+			}
+			_, err = c.store.CreateGroup(ctx, g, "admin")
+			switch {
+			case errors.Is(err, tasks.ErrConflict): // another coordinator made it
+			case err != nil:
+				return made, fmt.Errorf("create group %s for the inventory: %w", g, err)
+			default:
+				made = append(made, g)
+			}
+		}
+	}
+	return made, nil
+}
+
 // writeSecretTemp writes a secret readable by its owner only to a new
 // temporary file beside path, for the caller to rename into place.
 func writeSecretTemp(path, content string) (string, error) {

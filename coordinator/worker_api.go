@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/mitolab/mito/coordinator/artifacts"
@@ -388,14 +389,23 @@ func (c *Coordinator) renew(ctx context.Context, s *session, refs []tasks.LeaseR
 	stops := make([]tasks.Stop, 0, len(stale))
 	for _, ref := range stale {
 		reason := "lease lost"
-		if t, err := c.store.GetTask(ctx, ref.Task); err == nil && t.State == tasks.Cancelled && t.Attempt == ref.Attempt {
-			reason = "cancelled"
+		if t, err := c.store.GetTask(ctx, ref.Task); err == nil && t.Attempt == ref.Attempt && t.State.Final() {
+			switch {
+			case t.State == tasks.Cancelled:
+				reason = "cancelled"
+			case !strings.HasPrefix(t.Error, hostLostPrefix):
+				continue // the attempt ended by its own report: nothing to stop
+			}
 		}
 		c.log.Info("stopping attempt", logTask, ref.Task, logAttempt, ref.Attempt, logHost, c.hostOf(s).Name, "reason", reason)
 		stops = append(stops, tasks.Stop{Task: ref.Task, Attempt: ref.Attempt, Reason: reason})
 	}
 	return stops, nil
 }
+
+// hostLostPrefix starts the error of a task failed by the rescuer (see
+// store.Store.RequeueExpired).
+const hostLostPrefix = "host lost"
 
 // leaseFromRequest reads the lease of a raw-body worker call.
 func leaseFromRequest(r *http.Request) (tasks.LeaseRef, error) {

@@ -48,6 +48,7 @@ const adminPassword = "e2e-admin-password"
 type lab struct {
 	t      *testing.T
 	url    string
+	data   string // the coordinator's data directory
 	cfgDir string
 	work   string // shims' work root
 	cmd    *exec.Cmd
@@ -73,7 +74,7 @@ func startLab(t *testing.T, inventory string, extraArgs ...string) *lab {
 		t.Fatal(err)
 	}
 	addr := freePort(t)
-	l := &lab{t: t, url: "http://" + addr, cfgDir: filepath.Join(dir, "config"), work: filepath.Join(dir, "work"), logs: &bytes.Buffer{}}
+	l := &lab{t: t, url: "http://" + addr, data: filepath.Join(dir, "data"), cfgDir: filepath.Join(dir, "config"), work: filepath.Join(dir, "work"), logs: &bytes.Buffer{}}
 	args := append([]string{"coordinator", "--listen", addr, "--data-dir", filepath.Join(dir, "data"), "--inventory", inv, "--lease-ttl", "4s", "--kill-grace", "1s", "--log-level", "debug"}, extraArgs...)
 	l.cmd = exec.Command(filepath.Join(bin, "mito"), args...)
 	l.cmd.Env = append(os.Environ(), "MITO_ADMIN_PASSWORD="+adminPassword, "TMPDIR="+l.work)

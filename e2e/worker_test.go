@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -39,5 +40,25 @@ func TestStandaloneWorker(t *testing.T) {
 	}
 	if out := l.mustRun(nil, "client", "tasks", "logs", id(tid)); out != "from-worker\n" {
 		t.Errorf("logs = %q; want %q", out, "from-worker\n")
+	}
+}
+
+// TestDataDirIsLocked keeps a second coordinator off a data directory in
+// use: it would drive the same hosts and share the SQLite file.
+func TestDataDirIsLocked(t *testing.T) {
+	l := startLab(t, "hosts: []\n")
+	out, errOut, code := l.run(nil, "coordinator", "--data-dir", l.data, "--listen", "127.0.0.1:0")
+	if code == 0 || !strings.Contains(errOut, "in use by another coordinator") {
+		t.Errorf("second coordinator on %s: exit %d, stdout %q, stderr %q; want a refusal", l.data, code, out, errOut)
+	}
+}
+
+// TestInventoryGroupsAreCreated lets a fresh coordinator serve the groups
+// its inventory names, without a manual `groups create`.
+func TestInventoryGroupsAreCreated(t *testing.T) {
+	l := startLab(t, "hosts:\n  - {name: h, transport: local, groups: [netlab]}\n")
+	tid := l.submit("-g", "netlab", "--", "true")
+	if task := l.waitFor(tid, 30*time.Second, tasks.Succeeded, tasks.Failed); task.State != tasks.Succeeded {
+		t.Errorf("task in the inventory's group: %s; want succeeded", task.State)
 	}
 }

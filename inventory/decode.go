@@ -352,8 +352,8 @@ func (d *decoder) env(n *yaml.Node, field string) (map[string]string, bool) {
 	for _, e := range entries {
 		f := join(field, e.key)
 		switch {
-		case e.key == "" || strings.ContainsAny(e.key, "=\x00"):
-			d.errorf(e.line, field, "invalid variable name %q", e.key)
+		case !tasks.ValidEnvName(e.key):
+			d.errorf(e.line, field, "invalid variable name %q (want letters, digits and '_', not starting with a digit)", e.key)
 			ok = false
 			continue
 		case strings.HasPrefix(e.key, "MITO_"):

@@ -291,7 +291,7 @@ func (r *resolver) host(l *layer) (Host, bool) {
 		h.Env = env
 	}
 	if len(h.Groups) == 0 && !l.given["groups"] {
-		r.errorf(groupsAt.line, groupsAt.field, "is required: list the task groups whose tasks %s runs", l.name)
+		r.errorf(groupsAt.line, groupsAt.field, "is required: list the task groups whose tasks host %s runs", l.name)
 		ok = false
 	}
 	if h.Transport == TransportSSH {

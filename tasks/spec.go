@@ -30,6 +30,23 @@ const (
 // safe in URLs, file names and shell words.
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$`)
 
+// envNameRE is the portable shape of an environment variable name, which
+// every shell can set and read.
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// ValidEnvName reports whether s can name an environment variable.
+func ValidEnvName(s string) bool { return envNameRE.MatchString(s) }
+
+// FormatDuration writes d for people: whole days as "30d", the rest as
+// Go does ("1h30m0s").
+func FormatDuration(d time.Duration) string {
+	const day = 24 * time.Hour
+	if d >= day && d%day == 0 {
+		return strconv.FormatInt(int64(d/day), 10) + "d"
+	}
+	return d.String()
+}
+
 // ValidName checks a user, group, host or tag name and returns an EInvalid
 // error naming field when it is not one.
 func ValidName(field, s string) error {
@@ -167,8 +184,8 @@ func (s *Spec) Normalize() error {
 		return Invalid("shell", "contains a NUL byte")
 	}
 	for k, v := range s.Env {
-		if k == "" || strings.ContainsAny(k, "=\x00") {
-			return Invalid("env", "invalid variable name %q", k)
+		if !ValidEnvName(k) {
+			return Invalid("env", "invalid variable name %q (want letters, digits and '_', not starting with a digit)", k)
 		}
 		if strings.HasPrefix(k, "MITO_") {
 			return Invalid("env", "%s: names starting with MITO_ are reserved", k)
@@ -184,7 +201,7 @@ func (s *Spec) Normalize() error {
 	case t == 0:
 		s.Timeout = Duration(DefaultTimeout)
 	case t > MaxTimeout:
-		return Invalid("timeout", "%s is over the limit of %s", t, MaxTimeout)
+		return Invalid("timeout", "%s is over the limit of %s", FormatDuration(t), FormatDuration(MaxTimeout))
 	case t < time.Second:
 		return Invalid("timeout", "%s is under the minimum of 1s", t)
 	}

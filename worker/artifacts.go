@@ -7,6 +7,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/mitolab/mito/tasks"
 )
 
 // uploadArtifacts streams every regular file under out to the coordinator,
@@ -65,13 +67,19 @@ func (w *worker) uploadFile(a *attempt, root *os.Root, name string) bool {
 			a.log.Warn("cannot read artifact; not uploaded", "artifact", name, keyErr, err)
 			return true
 		}
-		err := w.c.UploadArtifact(a.ctx, a.ref, name, f, fi.Size())
+		s := w.cur()
+		err := s.c.UploadArtifact(a.ctx, a.ref, name, f, fi.Size())
 		switch {
 		case err == nil:
 			a.log.Debug("artifact uploaded", "artifact", name, "size", fi.Size())
 			return true
 		case a.ctx.Err() != nil:
 			return false
+		case tasks.ErrorCode(err) == tasks.EUnauthorized && try < maxUploadTries:
+			if !w.awaitSession(a.ctx, s) {
+				return false
+			}
+			continue
 		case leaseGone(err):
 			a.log.Warn("coordinator refused an artifact: the lease is no longer current", "artifact", name, keyErr, err)
 			a.abandon(fmt.Sprintf("artifact upload refused: %v", err))

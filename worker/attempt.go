@@ -175,9 +175,10 @@ func (w *worker) execute(a *attempt, dir, out string) tasks.Result {
 	}
 	pid := cmd.Process.Pid
 
+	logCap := w.cur().logCap
 	pumps := []*logPump{
-		newLogPump(w, a, tasks.Stdout, w.logCap),
-		newLogPump(w, a, tasks.Stderr, w.logCap),
+		newLogPump(w, a, tasks.Stdout, logCap),
+		newLogPump(w, a, tasks.Stderr, logCap),
 	}
 	var wg sync.WaitGroup
 	for i, r := range []*os.File{stdoutR, stderrR} {
@@ -261,7 +262,7 @@ func (w *worker) supervise(a *attempt, pid int, exited <-chan struct{}) stopCaus
 	}
 	// SIGTERM first so the task can clean up, SIGKILL after the grace.
 	_ = syscall.Kill(-pid, syscall.SIGTERM)
-	grace := time.NewTimer(w.grace)
+	grace := time.NewTimer(w.cur().grace)
 	defer grace.Stop()
 	select {
 	case <-exited:
@@ -282,7 +283,7 @@ func (w *worker) taskEnv(a *attempt, dir, out string) ([]string, string) {
 			m[k] = v
 		}
 	}
-	maps.Copy(m, w.hostEnv)
+	maps.Copy(m, w.cur().hostEnv)
 	maps.Copy(m, a.task.Env)
 	m["MITO_TASK_ID"] = strconv.FormatInt(int64(a.ref.Task), 10)
 	m["MITO_ATTEMPT"] = strconv.Itoa(a.ref.Attempt)
@@ -341,13 +342,19 @@ func (w *worker) removeDir(a *attempt, dir string) {
 func (w *worker) finish(a *attempt, res tasks.Result) {
 	bo := backoff{min: 250 * time.Millisecond, max: 5 * time.Second}
 	for try := 1; ; try++ {
-		_, err := w.c.Finish(a.ctx, a.ref, res)
+		s := w.cur()
+		_, err := s.c.Finish(a.ctx, a.ref, res)
 		switch {
 		case err == nil:
 			a.log.Info("attempt finished", "state", res.State)
 			return
 		case a.ctx.Err() != nil:
 			return
+		case tasks.ErrorCode(err) == tasks.EUnauthorized && try < maxTries:
+			if !w.awaitSession(a.ctx, s) {
+				return
+			}
+			continue
 		case leaseGone(err):
 			a.log.Info("coordinator refused the result; the attempt is no longer current", "state", res.State, keyErr, err)
 			return

@@ -20,18 +20,24 @@ import (
 type fakeCoord struct {
 	t   *testing.T
 	srv *httptest.Server
-	reg tasks.RegisterResponse
 
 	// mu guards the fields below.
-	mu      sync.Mutex
+	mu sync.Mutex
+	// reg is the answer to registrations; changing reg.Session makes the
+	// coordinator forget the old session, as a restart does.
+	reg     tasks.RegisterResponse
 	changed chan struct{} // closed and replaced on every change
 	nextID  tasks.ID
 	queue   []tasks.ID
 	tasks   map[tasks.ID]*fakeTask
 	// Failure injection.
-	claimStatus     int  // answer claims with this status when non-zero
-	failHeartbeats  bool // answer heartbeats with 503
-	registered      tasks.RegisterRequest
+	failHeartbeats  bool                  // answer heartbeats with 503
+	revoked         bool                  // refuse every call, registrations too, with 401
+	failRegister    int                   // answer this many more registrations with 503
+	claimDelay      time.Duration         // answer claims this long after granting the leases
+	failLogs        map[tasks.Stream]bool // refuse log writes of these streams with 400
+	registered      tasks.RegisterRequest // the last registration
+	registrations   []tasks.RegisterRequest
 	heartbeatsSeen  int
 	claimed, maxRun int // attempts claimed and not finished; the most at once
 }
@@ -42,8 +48,10 @@ type fakeTask struct {
 	logs      map[tasks.Stream][]byte
 	artifacts map[string][]byte
 	result    *tasks.Result
-	stop      string // when set, heartbeats answer Stop with this reason
-	staleLogs bool   // when set, log writes get 409 stale_lease
+	stop      string    // when set, heartbeats answer Stop with this reason
+	staleLogs bool      // when set, log writes get 409 stale_lease
+	granted   time.Time // when the current attempt's lease was granted
+	finishes  int       // finish calls for the task, refused or not
 }
 
 func newFake(t *testing.T, reg tasks.RegisterResponse) *fakeCoord {
@@ -83,12 +91,34 @@ func writeJSON(w http.ResponseWriter, v any) {
 
 func (f *fakeCoord) session(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("X-Mito-Session") != f.reg.Session {
-			writeErr(w, http.StatusUnauthorized, tasks.EUnauthorized, "no session")
+		f.mu.Lock()
+		ok := f.sessionOK(r)
+		f.mu.Unlock()
+		if !ok {
+			writeErr(w, http.StatusUnauthorized, tasks.EUnauthorized, "unknown worker session: register again")
 			return
 		}
 		h(w, r)
 	}
+}
+
+// sessionOK reports whether r's session is the current one; the caller
+// holds mu. Long polls check again when they wake, as a restarted
+// coordinator no longer answers them.
+func (f *fakeCoord) sessionOK(r *http.Request) bool {
+	return !f.revoked && r.Header.Get("X-Mito-Session") == f.reg.Session
+}
+
+// restart makes the coordinator forget the worker's session, as a restart
+// does; fn, if not nil, changes its tasks meanwhile.
+func (f *fakeCoord) restart(session string, fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reg.Session = session
+	if fn != nil {
+		fn()
+	}
+	f.broadcast()
 }
 
 func (f *fakeCoord) register(w http.ResponseWriter, r *http.Request) {
@@ -98,9 +128,25 @@ func (f *fakeCoord) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.revoked {
+		writeErr(w, http.StatusUnauthorized, tasks.EUnauthorized, "token revoked")
+		return
+	}
+	if f.failRegister > 0 {
+		f.failRegister--
+		writeErr(w, http.StatusServiceUnavailable, tasks.EUnavailable, "down for the test")
+		return
+	}
 	f.registered = req
-	f.mu.Unlock()
-	writeJSON(w, f.reg)
+	f.registrations = append(f.registrations, req)
+	resp := f.reg
+	for _, ref := range req.Running {
+		if ft := f.tasks[ref.Task]; ft != nil && ft.stop != "" {
+			resp.Stop = append(resp.Stop, tasks.Stop{Task: ref.Task, Attempt: ref.Attempt, Reason: ft.stop})
+		}
+	}
+	writeJSON(w, resp)
 }
 
 func (f *fakeCoord) claim(w http.ResponseWriter, r *http.Request) {
@@ -114,7 +160,7 @@ func (f *fakeCoord) claim(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	expired := false
-	for len(f.queue) == 0 && f.claimStatus == 0 && !expired {
+	for len(f.queue) == 0 && f.sessionOK(r) && !expired {
 		ch := f.changed
 		f.mu.Unlock()
 		select {
@@ -126,8 +172,8 @@ func (f *fakeCoord) claim(w http.ResponseWriter, r *http.Request) {
 		}
 		f.mu.Lock()
 	}
-	if f.claimStatus != 0 {
-		writeErr(w, f.claimStatus, tasks.EUnauthorized, "token revoked")
+	if !f.sessionOK(r) {
+		writeErr(w, http.StatusUnauthorized, tasks.EUnauthorized, "unknown worker session: register again")
 		return
 	}
 	resp := tasks.ClaimResponse{Assignments: []tasks.Assignment{}}
@@ -137,10 +183,16 @@ func (f *fakeCoord) claim(w http.ResponseWriter, r *http.Request) {
 		ft.task.Attempt++
 		ft.task.State = tasks.Running
 		ft.token = fmt.Sprintf("token-%d-%d", ft.task.ID, ft.task.Attempt)
+		ft.granted = time.Now()
 		ref := tasks.LeaseRef{Task: ft.task.ID, Attempt: ft.task.Attempt, Token: ft.token}
 		resp.Assignments = append(resp.Assignments, tasks.Assignment{Lease: tasks.Lease{LeaseRef: ref, Expires: time.Now().Add(time.Duration(f.reg.LeaseTTL))}, Task: ft.task})
 		f.claimed++
 		f.maxRun = max(f.maxRun, f.claimed)
+	}
+	if d := f.claimDelay; d > 0 && len(resp.Assignments) > 0 {
+		f.mu.Unlock()
+		time.Sleep(d)
+		f.mu.Lock()
 	}
 	writeJSON(w, resp)
 }
@@ -161,6 +213,10 @@ func (f *fakeCoord) heartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for {
+		if !f.sessionOK(r) {
+			writeErr(w, http.StatusUnauthorized, tasks.EUnauthorized, "unknown worker session: register again")
+			return
+		}
 		var resp tasks.HeartbeatResponse
 		for _, ref := range req.Running {
 			if ft := f.tasks[ref.Task]; ft != nil && ft.stop != "" {
@@ -220,6 +276,10 @@ func (f *fakeCoord) log(w http.ResponseWriter, r *http.Request) {
 	if ft == nil {
 		return
 	}
+	if f.failLogs[stream] {
+		writeErr(w, http.StatusBadRequest, tasks.EInvalid, "refused for the test")
+		return
+	}
 	if ft.staleLogs {
 		writeErr(w, http.StatusConflict, tasks.EStaleLease, "lease is no longer current")
 		return
@@ -268,6 +328,9 @@ func (f *fakeCoord) finish(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if ft := f.tasks[req.Lease.Task]; ft != nil {
+		ft.finishes++
+	}
 	ft := f.lease(w, r.PathValue("id"), req.Lease.Attempt, req.Lease.Token)
 	if ft == nil {
 		return

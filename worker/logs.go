@@ -34,7 +34,7 @@ type logPump struct {
 	mu        sync.Mutex
 	pending   []byte // read, not yet sent
 	kept      int64  // bytes kept so far, sent or pending; at most cap
-	truncated bool   // output past the cap was dropped
+	truncated bool   // output was dropped: past the cap, or sending gave up
 	dropped   bool   // sending gave up: read output is thrown away
 	eof       bool   // the stream ended
 }
@@ -118,8 +118,10 @@ func (p *logPump) upload(ctx context.Context) {
 			p.mu.Unlock()
 			if len(chunk) > 0 {
 				if !p.send(ctx, sent, chunk) {
+					// What was not sent, and all that comes later, is lost:
+					// the result must say the stream is incomplete.
 					p.mu.Lock()
-					p.dropped, p.pending = true, nil
+					p.dropped, p.truncated, p.pending = true, true, nil
 					p.mu.Unlock()
 					return
 				}
@@ -144,12 +146,18 @@ func (p *logPump) upload(ctx context.Context) {
 func (p *logPump) send(ctx context.Context, offset int64, chunk []byte) bool {
 	bo := backoff{min: 200 * time.Millisecond, max: 5 * time.Second}
 	for try := 1; ; try++ {
-		err := p.w.c.AppendLog(ctx, p.a.ref, p.stream, offset, chunk)
+		s := p.w.cur()
+		err := s.c.AppendLog(ctx, p.a.ref, p.stream, offset, chunk)
 		switch {
 		case err == nil:
 			return true
 		case ctx.Err() != nil:
 			return false
+		case tasks.ErrorCode(err) == tasks.EUnauthorized && try < maxTries:
+			if !p.w.awaitSession(ctx, s) {
+				return false
+			}
+			continue
 		case leaseGone(err):
 			p.a.log.Warn("coordinator refused output: the lease is no longer current; killing the attempt", "stream", p.stream, keyErr, err)
 			p.a.abandon("log write refused: " + err.Error())

@@ -79,7 +79,8 @@ type Config struct {
 	// from the worker's own environment, so that tasks find their programs
 	// but inherit nothing else of the shim's.
 	BaseEnv []string
-	// ClaimWait is how long one claim waits for a task. Zero means 20s.
+	// ClaimWait is how long one claim waits for a task. Zero means 20s. It
+	// is bounded by the coordinator's lease settings (see leaseTimes).
 	ClaimWait time.Duration
 	// Logger receives the worker's own log. Nil discards it.
 	Logger *slog.Logger
@@ -88,23 +89,14 @@ type Config struct {
 // worker is the state of one Run.
 type worker struct {
 	cfg      Config
-	c        *client.Client
 	log      *slog.Logger
 	workRoot string
 	baseEnv  []string
-	wait     time.Duration // claim wait
-
-	// From the coordinator's register answer, or defaults.
-	slots     int
-	hostEnv   map[string]string
-	leaseTTL  time.Duration
-	margin    time.Duration // renew this long before a lease would run out
-	heartbeat time.Duration
-	logCap    int64
-	grace     time.Duration
+	wait     time.Duration // claim wait asked for in the configuration
 
 	slotFreed chan struct{} // an attempt ended; capacity 1
 	hbWake    chan struct{} // an attempt started; capacity 1
+	sessLost  chan struct{} // a session call was refused as unauthorized; capacity 1
 
 	// mu guards the fields below.
 	mu      sync.Mutex
@@ -112,6 +104,30 @@ type worker struct {
 	// hbCancel cancels the heartbeat in flight so that the next one carries
 	// newly started attempts at once; nil when none may be cancelled.
 	hbCancel context.CancelFunc
+	// sess is the current session. It is replaced as a whole, never
+	// changed, when the worker registers again: a caller takes it with cur,
+	// sends with its client, and reports it to awaitSession when the
+	// coordinator no longer knows it.
+	sess *session
+	// sessChanged is closed and replaced when sess is.
+	sessChanged chan struct{}
+	// lostSess is the session last reported lost.
+	lostSess *session
+}
+
+// session is one registration with the coordinator: the client that sends
+// its id, and the settings from the coordinator's register answer (or
+// defaults).
+type session struct {
+	c         *client.Client
+	slots     int
+	hostEnv   map[string]string
+	leaseTTL  time.Duration
+	margin    time.Duration // give an attempt up this long before its lease would run out
+	heartbeat time.Duration
+	claimWait time.Duration
+	logCap    int64
+	grace     time.Duration
 }
 
 type attemptKey struct {
@@ -125,7 +141,11 @@ type attemptKey struct {
 // process it started is dead and every working directory removed.
 // Transport errors are retried with backoff; while the coordinator cannot
 // be reached, running attempts are killed once their leases would have run
-// out, since the coordinator will have given them to another host.
+// out, since the coordinator will have given them to another host. When the
+// coordinator no longer knows the worker's session (it restarted, or the
+// session expired), Run registers again, reporting the attempts it runs:
+// those whose leases still hold go on running, the others are killed. Only
+// a refused registration (the token was revoked) ends it.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Client == nil {
 		return errors.New("run worker: no client configured")
@@ -134,34 +154,39 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	resp, err := w.register(ctx)
+	c, resp, err := w.register(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return err
 	}
-	w.configure(resp)
-	w.log.Info("registered", "slots", w.slots, "lease_ttl", w.leaseTTL, "heartbeat", w.heartbeat, "work_dir", w.workRoot)
+	if resp.Host != "" {
+		w.log = w.log.With(keyHost, resp.Host)
+	}
+	s := w.newSession(c, resp)
+	w.sess = s
+	w.log.Info("registered", "slots", s.slots, "lease_ttl", s.leaseTTL, "heartbeat", s.heartbeat, "kill_margin", s.margin, "work_dir", w.workRoot)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.claimLoop(gctx, g) })
 	g.Go(func() error { return w.heartbeatLoop(gctx) })
+	g.Go(func() error { return w.sessionLoop(gctx) })
 	return g.Wait()
 }
 
 func newWorker(cfg Config) (*worker, error) {
 	w := &worker{
-		cfg:       cfg,
-		c:         cfg.Client,
-		log:       cfg.Logger,
-		workRoot:  cfg.WorkDir,
-		baseEnv:   cfg.BaseEnv,
-		wait:      cfg.ClaimWait,
-		slots:     cfg.Slots,
-		slotFreed: make(chan struct{}, 1),
-		hbWake:    make(chan struct{}, 1),
-		running:   make(map[attemptKey]*attempt),
+		cfg:         cfg,
+		log:         cfg.Logger,
+		workRoot:    cfg.WorkDir,
+		baseEnv:     cfg.BaseEnv,
+		wait:        cfg.ClaimWait,
+		slotFreed:   make(chan struct{}, 1),
+		hbWake:      make(chan struct{}, 1),
+		sessLost:    make(chan struct{}, 1),
+		running:     make(map[attemptKey]*attempt),
+		sessChanged: make(chan struct{}),
 	}
 	if w.log == nil {
 		w.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -205,10 +230,9 @@ func ownPrivateDir(dir string) error {
 	return nil
 }
 
-// register starts the session, retrying while the coordinator cannot be
-// reached: a shim may start before the coordinator serves its link.
-func (w *worker) register(ctx context.Context) (*tasks.RegisterResponse, error) {
-	req := tasks.RegisterRequest{
+// registerRequest describes the worker, and the attempts it still runs.
+func (w *worker) registerRequest(running []tasks.LeaseRef) tasks.RegisterRequest {
+	return tasks.RegisterRequest{
 		Name:    w.cfg.Name,
 		Groups:  w.cfg.Groups,
 		Tags:    w.cfg.Tags,
@@ -216,51 +240,194 @@ func (w *worker) register(ctx context.Context) (*tasks.RegisterResponse, error) 
 		Version: w.cfg.Version,
 		OS:      runtime.GOOS,
 		Arch:    runtime.GOARCH,
+		Running: running,
 	}
+}
+
+// register starts the first session, retrying while the coordinator cannot
+// be reached: a shim may start before the coordinator serves its link.
+func (w *worker) register(ctx context.Context) (*client.Client, *tasks.RegisterResponse, error) {
+	req := w.registerRequest(nil)
 	bo := backoff{min: 500 * time.Millisecond, max: 30 * time.Second}
 	for {
-		resp, err := w.c.Register(ctx, req)
+		c, resp, err := w.cfg.Client.RegisterSession(ctx, req)
 		if err == nil {
-			return resp, nil
+			return c, resp, nil
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 		if !retryable(err) {
-			return nil, fmt.Errorf("register worker: %w", err)
+			return nil, nil, fmt.Errorf("register worker: %w", err)
 		}
 		w.log.Warn("cannot register; retrying", keyErr, err)
 		if !sleep(ctx, bo.next()) {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 	}
 }
 
-// configure applies the coordinator's settings for the session.
-func (w *worker) configure(r *tasks.RegisterResponse) {
-	if r.Host != "" {
-		w.log = w.log.With(keyHost, r.Host)
-	}
+// newSession makes a session of the coordinator's settings.
+func (w *worker) newSession(c *client.Client, r *tasks.RegisterResponse) *session {
+	s := &session{c: c, slots: w.cfg.Slots, hostEnv: r.Env, logCap: r.LogCap}
 	if r.Slots > 0 {
-		w.slots = r.Slots
+		s.slots = r.Slots
 	}
-	if w.slots <= 0 {
-		w.slots = defaultSlots
+	if s.slots <= 0 {
+		s.slots = defaultSlots
 	}
-	w.hostEnv = r.Env
-	w.leaseTTL = orDefault(time.Duration(r.LeaseTTL), defaultLeaseTTL)
-	w.heartbeat = orDefault(time.Duration(r.Heartbeat), defaultHeartbeat)
-	w.grace = orDefault(time.Duration(r.KillGrace), defaultKillGrace)
-	w.logCap = r.LogCap
-	if w.logCap <= 0 {
-		w.logCap = tasks.DefaultLogCap
+	if s.logCap <= 0 {
+		s.logCap = tasks.DefaultLogCap
 	}
-	// Kill an attempt a little before its lease runs out on the
-	// coordinator, so that it is dead before anyone else may start it.
-	w.margin = max(w.leaseTTL/5, 500*time.Millisecond)
-	// Renew at least twice per lease, whatever the coordinator asked for.
-	if limit := (w.leaseTTL - w.margin) / 2; w.heartbeat > limit {
-		w.heartbeat = limit
+	s.leaseTTL = orDefault(time.Duration(r.LeaseTTL), defaultLeaseTTL)
+	s.grace = orDefault(time.Duration(r.KillGrace), defaultKillGrace)
+	s.margin, s.heartbeat, s.claimWait = leaseTimes(s.leaseTTL, s.grace, orDefault(time.Duration(r.Heartbeat), defaultHeartbeat), w.wait)
+	return s
+}
+
+// leaseTimes derives from a lease's TTL and the kill grace how long before
+// the lease would run out an attempt that could not be renewed is given up
+// (margin), and bounds the heartbeat interval and the claim wait so that
+// they fit in what is left.
+//
+// Giving up an attempt takes up to the kill grace (SIGTERM, then SIGKILL),
+// so the kill must start a grace before the lease runs out on the
+// coordinator, plus some slack for the coordinator's clock and the kill
+// itself: margin = grace + max(ttl/5, 1s). With a ttl that is small next to
+// the grace (ttl 2s, grace 1s) that would leave no time to renew at all, or
+// kill at the first hiccup, so margin is clamped to 3/4 of the ttl: the kill
+// then starts no earlier than ttl/4 after the last renewal. Such settings
+// cannot both renew and be sure the process is dead before the lease runs
+// out; a process that ignores SIGTERM may then outlive its lease by up to
+// grace - ttl/4 + slack, and the coordinator should be configured with a ttl
+// of several graces.
+func leaseTimes(ttl, grace, heartbeat, claimWait time.Duration) (margin, hb, wait time.Duration) {
+	margin = min(grace+max(ttl/5, time.Second), ttl-ttl/4)
+	budget := ttl - margin // from the last renewal to the kill
+	// A heartbeat is a long poll: it renews when it arrives, but the
+	// worker learns so only when its answer comes, hb later. The next one
+	// leaves then, so its answer comes two waits (and round trips) after
+	// the renewal it follows, and must come within the budget: hence at
+	// most (ttl-margin)/2, and a third to leave room for round trips,
+	// whatever the coordinator asked for.
+	hb = min(heartbeat, budget/3)
+	// A new attempt's lease is counted from when its claim was sent, and a
+	// claim may wait that long for a task: bound it so that an attempt
+	// that comes at the end of a full wait still has time for its first
+	// heartbeat's answer (after one in flight that could not be cut
+	// short): a quarter, plus two thirds.
+	wait = min(claimWait, budget/4)
+	return margin, hb, wait
+}
+
+// cur returns the current session.
+func (w *worker) cur() *session {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.sess
+}
+
+// awaitSession is called when the coordinator refused a call made in
+// session old as unauthorized: it no longer knows the session (it
+// restarted, or the session expired). It asks the session loop to register
+// again and waits for the new session, or until ctx ends. It reports
+// whether a new session is there.
+func (w *worker) awaitSession(ctx context.Context, old *session) bool {
+	w.mu.Lock()
+	cur, changed := w.sess, w.sessChanged
+	if cur == old {
+		w.lostSess = old
+	}
+	w.mu.Unlock()
+	if cur != old {
+		return true
+	}
+	select {
+	case w.sessLost <- struct{}{}:
+	default:
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-changed:
+		return true
+	}
+}
+
+// sessionLoop registers again whenever a session call was refused as
+// unauthorized. It returns nil when ctx ends and an error when the
+// coordinator refuses the registration itself: the worker's credentials
+// were revoked.
+func (w *worker) sessionLoop(ctx context.Context) error {
+	// Not reset by a successful registration: a coordinator that forgets
+	// every new session at once must not make the worker spin.
+	bo := backoff{min: 500 * time.Millisecond, max: 30 * time.Second}
+	var last time.Time // last successful registration
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.sessLost:
+		}
+		w.mu.Lock()
+		old := w.sess
+		stale := w.lostSess != old
+		w.mu.Unlock()
+		if stale {
+			continue // already registered again
+		}
+		if time.Since(last) > time.Minute {
+			bo.reset()
+		} else if !sleep(ctx, bo.next()) {
+			return nil
+		}
+		w.log.Warn("coordinator no longer knows the session; registering again")
+		if err := w.reregister(ctx, &bo); err != nil {
+			return err
+		}
+		last = time.Now()
+	}
+}
+
+// reregister starts a new session in place of old, reporting the attempts
+// that still run, and kills those the coordinator says to stop. The others
+// go on running: their leases are in the coordinator's store, not in the
+// session. It retries with backoff until it succeeds, ctx ends (nil) or
+// the coordinator refuses the worker (the error).
+func (w *worker) reregister(ctx context.Context, bo *backoff) error {
+	for {
+		refs, _ := w.snapshot()
+		// The coordinator renews the reported leases when the request
+		// comes: no earlier than now.
+		sent := time.Now()
+		c, resp, err := w.cfg.Client.RegisterSession(ctx, w.registerRequest(refs))
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil:
+			s := w.newSession(c, resp)
+			w.mu.Lock()
+			w.sess = s
+			close(w.sessChanged)
+			w.sessChanged = make(chan struct{})
+			w.mu.Unlock()
+			w.log.Info("registered again", "running", len(refs), "stop", len(resp.Stop), "slots", s.slots, "lease_ttl", s.leaseTTL, "heartbeat", s.heartbeat)
+			w.renewed(refs, sent)
+			w.stopAttempts(resp.Stop)
+			w.wakeHeartbeat()
+			// Slots may have changed.
+			select {
+			case w.slotFreed <- struct{}{}:
+			default:
+			}
+			return nil
+		case refused(err):
+			return fmt.Errorf("register worker again: %w", err)
+		}
+		w.log.Warn("cannot register again; retrying", keyErr, err, "running", len(refs))
+		if !sleep(ctx, bo.next()) {
+			return nil
+		}
 	}
 }
 
@@ -277,6 +444,7 @@ func orDefault(d, def time.Duration) time.Duration {
 func (w *worker) claimLoop(ctx context.Context, g *errgroup.Group) error {
 	bo := backoff{min: 500 * time.Millisecond, max: 30 * time.Second}
 	for {
+		s := w.cur()
 		free := w.free()
 		if free <= 0 {
 			select {
@@ -286,14 +454,24 @@ func (w *worker) claimLoop(ctx context.Context, g *errgroup.Group) error {
 			}
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, w.wait+requestSlack)
+		// An answer that comes later than the kill deadline of what it
+		// assigns would only start attempts to kill them at once.
+		cctx, cancel := context.WithTimeout(ctx, min(s.claimWait+requestSlack, s.leaseTTL-s.margin))
+		// The coordinator starts the leases of what it assigns between now
+		// and its answer: count them from now, the earliest it can be.
 		start := time.Now()
-		resp, err := w.c.Claim(cctx, tasks.ClaimRequest{Max: free, Wait: tasks.Duration(w.wait)})
+		resp, err := s.c.Claim(cctx, tasks.ClaimRequest{Max: free, Wait: tasks.Duration(s.claimWait)})
 		cancel()
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
+			if tasks.ErrorCode(err) == tasks.EUnauthorized {
+				if !w.awaitSession(ctx, s) {
+					return nil
+				}
+				continue
+			}
 			if refused(err) {
 				return fmt.Errorf("claim tasks: %w", err)
 			}
@@ -313,9 +491,8 @@ func (w *worker) claimLoop(ctx context.Context, g *errgroup.Group) error {
 		if len(resp.Assignments) > free {
 			w.log.Warn("coordinator assigned more tasks than asked for; running them all", "asked", free, "got", len(resp.Assignments))
 		}
-		now := time.Now()
 		for _, as := range resp.Assignments {
-			w.start(ctx, g, as, now)
+			w.start(ctx, g, as, start)
 		}
 		w.wakeHeartbeat()
 	}
@@ -325,13 +502,14 @@ func (w *worker) claimLoop(ctx context.Context, g *errgroup.Group) error {
 func (w *worker) free() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.slots - len(w.running)
+	return w.sess.slots - len(w.running)
 }
 
 // start records an assignment as running and runs it in g. Its lease is
-// counted from when the claim came back: the coordinator granted it a
-// moment before.
-func (w *worker) start(ctx context.Context, g *errgroup.Group, as tasks.Assignment, now time.Time) {
+// counted from sent, when its claim was sent: the coordinator granted it
+// some time between then and its answer, which may have been a long poll
+// or slow to arrive.
+func (w *worker) start(ctx context.Context, g *errgroup.Group, as tasks.Assignment, sent time.Time) {
 	ref := as.Lease.LeaseRef
 	key := attemptKey{ref.Task, ref.Attempt}
 	actx, cancel := context.WithCancel(ctx)
@@ -342,7 +520,7 @@ func (w *worker) start(ctx context.Context, g *errgroup.Group, as tasks.Assignme
 		ctx:       actx,
 		cancelIO:  cancel,
 		stopped:   make(chan struct{}),
-		renewedAt: now,
+		renewedAt: sent,
 	}
 	w.mu.Lock()
 	_, dup := w.running[key]
@@ -409,6 +587,7 @@ func (w *worker) heartbeatLoop(ctx context.Context) error {
 		case <-w.hbWake: // the snapshot below includes what woke us
 		default:
 		}
+		s := w.cur()
 		refs, deadline := w.snapshot()
 		if len(refs) == 0 {
 			select {
@@ -418,7 +597,7 @@ func (w *worker) heartbeatLoop(ctx context.Context) error {
 			}
 			continue
 		}
-		hctx, cancel := context.WithTimeout(ctx, min(w.heartbeat+requestSlack, time.Until(deadline)))
+		hctx, cancel := context.WithTimeout(ctx, min(s.heartbeat+requestSlack, time.Until(deadline)))
 		w.mu.Lock()
 		w.hbCancel = nil
 		if cancellable {
@@ -426,7 +605,7 @@ func (w *worker) heartbeatLoop(ctx context.Context) error {
 		}
 		w.mu.Unlock()
 		sent := time.Now()
-		resp, err := w.c.Heartbeat(hctx, tasks.HeartbeatRequest{Running: refs, Wait: tasks.Duration(w.heartbeat)})
+		resp, err := s.c.Heartbeat(hctx, tasks.HeartbeatRequest{Running: refs, Wait: tasks.Duration(s.heartbeat)})
 		restarted := errors.Is(hctx.Err(), context.Canceled)
 		w.mu.Lock()
 		w.hbCancel = nil
@@ -445,6 +624,13 @@ func (w *worker) heartbeatLoop(ctx context.Context) error {
 			}
 		case restarted:
 			cancellable = false
+		case tasks.ErrorCode(err) == tasks.EUnauthorized:
+			// Registering again renews the leases; meanwhile, those that
+			// run out must still be given up.
+			w.log.Warn("cannot renew leases: the coordinator no longer knows the session", "running", len(refs))
+			dctx, dcancel := context.WithDeadline(ctx, deadline)
+			w.awaitSession(dctx, s)
+			dcancel()
 		case refused(err):
 			return fmt.Errorf("renew leases: %w", err)
 		default:
@@ -467,7 +653,7 @@ func (w *worker) snapshot() ([]tasks.LeaseRef, time.Time) {
 			continue
 		}
 		refs = append(refs, a.ref)
-		if d := a.renewedAt.Add(w.leaseTTL - w.margin); first.IsZero() || d.Before(first) {
+		if d := a.renewedAt.Add(w.sess.leaseTTL - w.sess.margin); first.IsZero() || d.Before(first) {
 			first = d
 		}
 	}
@@ -486,7 +672,15 @@ func (w *worker) renewed(refs []tasks.LeaseRef, sent time.Time) {
 	}
 }
 
-// stopAttempts kills the attempts the coordinator stopped.
+// stopLeaseLost is the reason of a Stop for an attempt whose lease is no
+// longer current (it ran out, or the task went to another attempt), as
+// opposed to one that was cancelled.
+const stopLeaseLost = "lease lost"
+
+// stopAttempts kills the attempts the coordinator stopped. A cancelled
+// attempt still uploads what it has and reports that it was cancelled; one
+// whose lease is lost is abandoned, since the coordinator would refuse
+// every write for it.
 func (w *worker) stopAttempts(stops []tasks.Stop) {
 	for _, s := range stops {
 		w.mu.Lock()
@@ -496,6 +690,10 @@ func (w *worker) stopAttempts(stops []tasks.Stop) {
 			continue
 		}
 		a.log.Info("coordinator stopped the attempt", "reason", s.Reason)
+		if s.Reason == stopLeaseLost {
+			a.abandon(s.Reason)
+			continue
+		}
 		a.stop(causeCancelled, s.Reason)
 	}
 }
@@ -508,7 +706,7 @@ func (w *worker) expireLeases() {
 	var expired []*attempt
 	w.mu.Lock()
 	for _, a := range w.running {
-		if !a.isStopped() && now.After(a.renewedAt.Add(w.leaseTTL-w.margin)) {
+		if !a.isStopped() && now.After(a.renewedAt.Add(w.sess.leaseTTL-w.sess.margin)) {
 			expired = append(expired, a)
 		}
 	}

@@ -480,7 +480,8 @@ func TestLeaseExpiryKills(t *testing.T) {
 	f.failHeartbeats = true
 	f.mu.Unlock()
 	// The lease is counted from the last heartbeat sent: it is given up
-	// 2s - 0.5s margin after that, then killed within the grace.
+	// 2s - 1.5s margin (grace + 1s, clamped to 3/4 of the lease) after
+	// that, then killed within the grace.
 	assertEmptyDirWithin(t, w.workDir, 2*time.Second+time.Second+2*time.Second)
 	assertGroupDead(t, pgid)
 	if _, _, res := f.snapshotTask(id); res != nil {
@@ -496,14 +497,16 @@ func assertEmptyDirWithin(t *testing.T, dir string, d time.Duration) {
 	})
 }
 
-func TestUnauthorizedEndsRun(t *testing.T) {
+// TestRevokedTokenEndsRun checks that a worker whose registration is
+// refused (its token was revoked) stops, killing what it runs.
+func TestRevokedTokenEndsRun(t *testing.T) {
 	t.Parallel()
 	f := newFake(t, testReg())
 	w := startWorker(t, f, nil)
 	id := f.submit(tasks.Spec{Shell: groupScript})
 	pgid := readPgid(t, w.workDir)
 	f.mu.Lock()
-	f.claimStatus = 401
+	f.revoked = true
 	f.broadcast()
 	f.mu.Unlock()
 	select {

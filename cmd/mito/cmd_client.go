@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	neturl "net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -48,9 +51,10 @@ else $XDG_CONFIG_HOME/mito, else ~/.config/mito.
 Every command that reads takes -o json for scripts. Exit codes: 0 ok,
 1 failure (or, for 'tasks wait', a task that did not succeed), 2 bad usage
 or input, 3 not found, 4 not logged in or not allowed, 5 conflict,
-6 coordinator unreachable, 130 interrupted.`,
+6 coordinator unreachable, 7 'tasks wait --timeout' ran out,
+130 interrupted.`,
 		Example: `  mito client login -u ann
-  mito client submit -t gpu -- python train.py --lr 0.1
+  mito client submit -t gpu python train.py --lr 0.1
   mito client tasks wait 42
   mito client tasks logs 42`,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
@@ -68,7 +72,7 @@ or input, 3 not found, 4 not logged in or not allowed, 5 conflict,
 	f.StringVarP(&opts.coordinator, "coordinator", "c", "", "coordinator `URL` (default: $MITO_COORDINATOR, config.yaml, "+defaultCoordinator+")")
 	f.StringVarP(&opts.output, "output", "o", "table", "output `format`: table or json")
 	f.BoolVarP(&opts.quiet, "quiet", "q", false, "print only what scripts need: ids, no progress or notes")
-	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
+	cmd.SetFlagErrorFunc(flagError)
 
 	cmd.AddCommand(
 		newClientLoginCmd(&opts),
@@ -86,7 +90,8 @@ or input, 3 not found, 4 not logged in or not allowed, 5 conflict,
 
 // addLoginHint makes every command below cmd (but login itself) tell the
 // user how to get a working token when the coordinator refuses theirs,
-// which is what they need to know after a token expired or was revoked.
+// which is what they need to know after a token expired or was revoked;
+// but not when their account is disabled, which logging in cannot mend.
 func addLoginHint(cmd *cobra.Command) {
 	for _, c := range cmd.Commands() {
 		addLoginHint(c)
@@ -96,12 +101,24 @@ func addLoginHint(cmd *cobra.Command) {
 	}
 	run := cmd.RunE
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		err := run(cmd, args)
-		if tasks.ErrorCode(err) == tasks.EUnauthorized && !strings.Contains(err.Error(), "mito client login") {
-			return fmt.Errorf("%w (log in with 'mito client login -u USER')", err)
-		}
+		return withLoginHint(run(cmd, args))
+	}
+}
+
+// withLoginHint adds the login hint to an authentication error that needs
+// it.
+func withLoginHint(err error) error {
+	if tasks.ErrorCode(err) != tasks.EUnauthorized {
 		return err
 	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "mito client login"), strings.Contains(msg, "disabled"):
+		return err
+	case strings.HasSuffix(msg, "log in again"):
+		return fmt.Errorf("%w with 'mito client login -u USER'", err)
+	}
+	return fmt.Errorf("%w (log in with 'mito client login -u USER')", err)
 }
 
 // session is a client of the resolved coordinator, with what is known of
@@ -116,25 +133,41 @@ type session struct {
 }
 
 // resolveCoordinator returns the coordinator URL in the order of the help
-// text, and the config directory it looked in.
+// text, checked, and the config directory it looked in.
 func (o *clientOptions) resolveCoordinator() (url, dir string, err error) {
 	if dir, err = configDir(); err != nil {
 		return "", "", err
 	}
 	switch {
 	case o.coordinator != "":
-		return o.coordinator, dir, nil
+		return o.coordinator, dir, checkCoordinatorURL(o.coordinator, "")
 	case os.Getenv("MITO_COORDINATOR") != "":
-		return os.Getenv("MITO_COORDINATOR"), dir, nil
+		url = os.Getenv("MITO_COORDINATOR")
+		return url, dir, checkCoordinatorURL(url, "$MITO_COORDINATOR")
 	}
 	cfg, err := loadConfig(dir)
 	if err != nil {
 		return "", "", err
 	}
 	if cfg.Coordinator != "" {
-		return cfg.Coordinator, dir, nil
+		return cfg.Coordinator, dir, checkCoordinatorURL(cfg.Coordinator, filepath.Join(dir, configFile))
 	}
 	return defaultCoordinator, dir, nil
+}
+
+// checkCoordinatorURL refuses a coordinator URL that is not an http or
+// https URL with a host, such as a bare host:port, before it is used as a
+// key for credentials or dialled. from says where the URL came from when
+// it was not a flag.
+func checkCoordinatorURL(raw, from string) error {
+	u, err := neturl.Parse(raw)
+	if err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" {
+		return nil
+	}
+	if from != "" {
+		from = " (from " + from + ")"
+	}
+	return usagef("invalid coordinator URL %q%s: want http://host:port or https://host:port", raw, from)
 }
 
 // connect returns a session with the coordinator. With auth it also needs
@@ -274,4 +307,55 @@ func parseIDs(args []string) ([]tasks.ID, error) {
 		ids = append(ids, tasks.ID(n))
 	}
 	return ids, nil
+}
+
+// taskError says which task err is about, unless its message (from the
+// coordinator, say) already does: "task 5: task 5 is already cancelled"
+// says it twice.
+func taskError(id tasks.ID, err error) error {
+	if mentionsTask(err.Error(), id) {
+		return err
+	}
+	return fmt.Errorf("task %d: %w", id, err)
+}
+
+// namedError says which user, host or group (kind) err is about, unless
+// its message already names it: "user bob: no user named "bob"" says it
+// twice.
+func namedError(kind, name string, err error) error {
+	if msg := err.Error(); strings.Contains(msg, strconv.Quote(name)) || strings.Contains(msg, kind+" "+name) {
+		return err
+	}
+	return fmt.Errorf("%s %s: %w", kind, name, err)
+}
+
+// mentionsTask reports whether msg names task id as "task ID" or "task #ID".
+func mentionsTask(msg string, id tasks.ID) bool {
+	n := strconv.FormatInt(int64(id), 10)
+	for _, word := range []string{"task " + n, "task #" + n} {
+		for rest := msg; ; {
+			i := strings.Index(rest, word)
+			if i < 0 {
+				break
+			}
+			after := rest[i+len(word):]
+			if after == "" || after[0] < '0' || after[0] > '9' {
+				return true
+			}
+			rest = after
+		}
+	}
+	return false
+}
+
+// flagValueError is the usage error for a bad value of flag, whose check
+// returned err. A *tasks.Error's message starts with its field ("state:
+// unknown state"), which the flag name replaces rather than repeats.
+func flagValueError(flag string, err error) error {
+	msg := err.Error()
+	var te *tasks.Error
+	if errors.As(err, &te) && te.Field != "" {
+		msg = strings.TrimPrefix(msg, te.Field+": ")
+	}
+	return usagef("%s: %s", flag, msg)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -87,23 +88,34 @@ func runClientHostsGet(ctx context.Context, gopts *clientOptions, args []string)
 	if err != nil {
 		return err
 	}
-	hosts := make([]tasks.Host, 0, len(args))
+	// Go on past a failure, as 'tasks get' does, and print only the hosts
+	// found: nothing at all when there are none.
+	var (
+		hosts []tasks.Host
+		errs  []error
+	)
 	for _, name := range args {
 		h, err := s.GetHost(ctx, name)
 		if err != nil {
-			return fmt.Errorf("host %s: %w", name, err)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			errs = append(errs, namedError("host", name, err))
+			continue
 		}
 		hosts = append(hosts, *h)
 	}
+	var perr error
 	switch {
-	case gopts.json() && len(hosts) == 1:
-		return writeJSON(gopts.stdout, hosts[0])
+	case len(hosts) == 0 || gopts.quiet && !gopts.json():
+	case gopts.json() && len(args) == 1:
+		perr = writeJSON(gopts.stdout, hosts[0])
 	case gopts.json():
-		return writeJSON(gopts.stdout, hosts)
-	case gopts.quiet:
-		return nil
+		perr = writeJSON(gopts.stdout, hosts)
+	default:
+		perr = printHostDetails(gopts.stdout, hosts)
 	}
-	return printHostDetails(gopts.stdout, hosts)
+	return errors.Join(append(errs, perr)...)
 }
 
 func printHostDetails(w io.Writer, hosts []tasks.Host) error {

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -35,23 +38,30 @@ var specFlags = []string{"tag", "label", "timeout", "priority", "max-attempts", 
 func newClientSubmitCmd(gopts *clientOptions) *cobra.Command {
 	var opts submitOptions
 	cmd := &cobra.Command{
-		Use:   "submit [flags] -- COMMAND [ARG...]",
+		Use:   "submit [flags] COMMAND [ARG...]",
 		Short: "Queue a task (or a batch with -f)",
 		Long: `Queue a task that runs COMMAND with its arguments, without a shell, on a
 host whose tags include every --tag; or a shell script with --shell.
 
+mito's own flags come before COMMAND: everything from COMMAND on is the
+task's, flags included, so 'submit python3 train.py --lr 0.1' needs no
+'--'. A '--' before COMMAND still works, and is needed when COMMAND itself
+starts with '-'.
+
 The task belongs to --group, by default your personal group (named after
 you). The command prints the task's id; -q prints only the id, -o json the
-whole task.
+whole task. When no host you can see serves the group with all the tags,
+a note says the task will wait for one.
 
 With -f FILE, queue a batch instead: FILE (or - for stdin) holds a JSON
 array of task specs, as in the API ({"group","command","shell","env",
 "timeout","priority","tags","labels","max_attempts"}). A batch is queued
 all or none. Specs without a group get --group or your personal group.`,
-		Example: `  mito client submit -- uname -a
-  mito client submit -g netlab -t gpu,cuda12 -l sweep=lr --timeout 2h -- python train.py --lr 0.1
+		Example: `  mito client submit uname -a
+  mito client submit -g netlab -t gpu,cuda12 -l sweep=lr --timeout 2h python train.py --lr 0.1
   mito client submit --env RUN=3 --env MODE=fast --shell 'make && ./bench > $MITO_OUTPUT_DIR/out.txt'
-  id=$(mito client submit -q -- ./experiment.sh)
+  id=$(mito client submit -q ./experiment.sh)
+  mito client submit -- -weird-command-name
   mito client tasks submit -f sweep.json`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -70,10 +80,13 @@ all or none. Specs without a group get --group or your personal group.`,
 		},
 	}
 	f := cmd.Flags()
+	// Flags end at COMMAND: `submit ls -la` runs `ls -la`, not `ls` with
+	// the label "a".
+	f.SetInterspersed(false)
 	f.StringVarP(&opts.group, "group", "g", "", "`group` that owns the task (default: your personal group)")
 	f.StringSliceVarP(&opts.tags, "tag", "t", nil, "required host `tags`, comma-separated or repeated")
 	f.StringSliceVarP(&opts.labels, "label", "l", nil, "`labels` for finding the task later, comma-separated or repeated")
-	f.StringVar(&opts.timeout, "timeout", "", "kill the task after this `duration`, such as 90s, 10m, 2h, 1d (default 1h)")
+	f.StringVar(&opts.timeout, "timeout", "", "kill the task after this `duration`: 90s, 10m, 2h, 2d, or a bare number of seconds (default 1h)")
 	f.Int32VarP(&opts.priority, "priority", "p", 0, "queue `priority`: higher runs first")
 	f.IntVar(&opts.maxAttempts, "max-attempts", 0, fmt.Sprintf("`times` to start the task when hosts are lost (default %d)", tasks.DefaultMaxAttempts))
 	f.StringArrayVarP(&opts.env, "env", "e", nil, "set `NAME=VALUE` in the task's environment (repeatable)")
@@ -99,16 +112,16 @@ func specFromFlags(opts submitOptions, args []string) (tasks.Spec, error) {
 	}
 	switch {
 	case opts.shell != "" && len(args) > 0:
-		return spec, usagef("give either a command after -- or --shell, not both")
+		return spec, usagef("give either a command or --shell, not both")
 	case opts.shell == "" && len(args) == 0:
-		return spec, usagef("no command: give one after -- (mito client submit -- CMD ARGS...) or use --shell")
+		return spec, usagef("no command: give one after the flags (mito client submit [flags] CMD ARGS...) or use --shell")
 	case len(args) > 0:
 		spec.Command = args
 	}
 	if opts.timeout != "" {
 		d, err := tasks.ParseDuration(opts.timeout)
 		if err != nil {
-			return spec, usagef("--timeout: %v", err)
+			return spec, flagValueError("--timeout", err)
 		}
 		if d <= 0 {
 			return spec, usagef("--timeout %q: must be positive", opts.timeout)
@@ -165,7 +178,11 @@ func runClientSubmit(ctx context.Context, gopts *clientOptions, opts submitOptio
 	if err != nil {
 		return err
 	}
-	return printSubmitted(gopts, []tasks.Task{*t}, false)
+	if err := printSubmitted(gopts, []tasks.Task{*t}, false); err != nil {
+		return err
+	}
+	noteUnservedTasks(ctx, gopts, s, []tasks.Task{*t})
+	return nil
 }
 
 func runClientSubmitBatch(ctx context.Context, gopts *clientOptions, opts submitOptions) error {
@@ -194,11 +211,16 @@ func runClientSubmitBatch(ctx context.Context, gopts *clientOptions, opts submit
 	if err != nil {
 		return err
 	}
-	return printSubmitted(gopts, ts, true)
+	if err := printSubmitted(gopts, ts, true); err != nil {
+		return err
+	}
+	noteUnservedTasks(ctx, gopts, s, ts)
+	return nil
 }
 
 // readSpecs reads a batch file: a JSON array of specs, unknown fields
-// refused as the coordinator refuses them.
+// refused as the coordinator refuses them. Errors name the file and, for
+// a problem in one spec, its index in the array.
 func readSpecs(stdin io.Reader, file string) ([]tasks.Spec, error) {
 	var (
 		b   []byte
@@ -212,16 +234,102 @@ func readSpecs(stdin io.Reader, file string) ([]tasks.Spec, error) {
 	if err != nil {
 		return nil, usagef("read batch: %v", err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	var specs []tasks.Spec
-	if err := dec.Decode(&specs); err != nil {
-		return nil, usagef("%s: want a JSON array of task specs: %v", file, err)
+	var items []json.RawMessage
+	if err := decodeStrict(b, &items); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field == "" {
+			return nil, usagef("%s: must hold a JSON array of task specs, not %s", file, jsonValueKind(te.Value))
+		}
+		return nil, usagef("%s: must hold a JSON array of task specs: %s", file, jsonErrorText(b, err))
 	}
-	if len(specs) == 0 {
+	if len(items) == 0 {
 		return nil, usagef("%s: the batch is empty", file)
 	}
+	specs := make([]tasks.Spec, len(items))
+	for i, item := range items {
+		if err := decodeStrict(item, &specs[i]); err != nil {
+			return nil, usagef("%s: task %d: %s", file, i, jsonErrorText(item, err))
+		}
+	}
 	return specs, nil
+}
+
+// decodeStrict decodes b into v refusing unknown fields and anything after
+// the value.
+func decodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("unexpected data after the JSON value")
+	}
+	return nil
+}
+
+// jsonErrorText says what is wrong with the JSON in b for people, without
+// Go's type names.
+func jsonErrorText(b []byte, err error) string {
+	var (
+		syn *json.SyntaxError
+		typ *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &syn):
+		line := 1 + bytes.Count(b[:min(int(syn.Offset), len(b))], []byte("\n"))
+		return fmt.Sprintf("malformed JSON on line %d: %s", line, strings.TrimPrefix(syn.Error(), "json: "))
+	case errors.As(err, &typ):
+		want := "a duration (such as \"90s\", \"2h\", \"2d\" or a number of seconds)"
+		if typ.Type != reflect.TypeFor[tasks.Duration]() {
+			want = jsonTypeKind(typ.Type)
+		}
+		if typ.Field == "" {
+			return fmt.Sprintf("want %s, not %s", want, jsonValueKind(typ.Value))
+		}
+		return fmt.Sprintf("%s: want %s, not %s", typ.Field, want, jsonValueKind(typ.Value))
+	case errors.Is(err, io.EOF):
+		return "empty, want JSON"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "malformed JSON: it ends too soon"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// jsonValueKind names the kind of JSON value json.UnmarshalTypeError.Value
+// describes ("object", "number 3", or a literal).
+func jsonValueKind(v string) string {
+	switch {
+	case v == "object" || v == "array":
+		return "an " + v
+	case v == "string" || v == "number" || v == "bool":
+		return "a " + v
+	case strings.HasPrefix(v, "number "):
+		return "the " + v
+	}
+	return v
+}
+
+// jsonTypeKind names a Go type the way someone writing JSON thinks of it.
+func jsonTypeKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return "another kind of value"
 }
 
 // printSubmitted reports queued tasks: their ids for people and -q, the
@@ -241,4 +349,62 @@ func printSubmitted(gopts *clientOptions, ts []tasks.Task, batch bool) error {
 		}
 	}
 	return nil
+}
+
+// noteUnservedTasks warns, on stderr and for people only, about tasks no
+// known host can run: none the user can see serves the task's group with
+// all its tags, so the task stays queued until one does. It is only a
+// note, so a failure to list the hosts says nothing.
+func noteUnservedTasks(ctx context.Context, gopts *clientOptions, s *session, ts []tasks.Task) {
+	if gopts.quiet || gopts.json() {
+		return
+	}
+	hosts, err := s.ListHosts(ctx)
+	if err != nil {
+		return
+	}
+	type need struct {
+		group string
+		tags  []string
+		n     int
+	}
+	var needs []*need
+	byKey := map[string]*need{}
+	for _, t := range ts {
+		key := t.Group + "\x00" + strings.Join(t.Tags, ",")
+		if nd := byKey[key]; nd != nil {
+			nd.n++
+			continue
+		}
+		nd := &need{t.Group, t.Tags, 1}
+		byKey[key] = nd
+		needs = append(needs, nd)
+	}
+	for _, nd := range needs {
+		if hostServes(hosts, nd.group, nd.tags) {
+			continue
+		}
+		what := "group " + nd.group
+		if len(nd.tags) > 0 {
+			what += " with tags " + strings.Join(nd.tags, ",")
+		}
+		who := "the task"
+		if len(ts) > 1 {
+			who = plural(nd.n, "task") + " of the batch"
+		}
+		gopts.notef("note: no host serves %s; %s will wait until one does", what, who)
+	}
+}
+
+// hostServes reports whether any of hosts serves group and has every tag.
+func hostServes(hosts []tasks.Host, group string, tags []string) bool {
+	for _, h := range hosts {
+		if !slices.Contains(h.Groups, group) {
+			continue
+		}
+		if !slices.ContainsFunc(tags, func(tag string) bool { return !slices.Contains(h.Tags, tag) }) {
+			return true
+		}
+	}
+	return false
 }

@@ -42,6 +42,8 @@ func TestSpecFromFlags(t *testing.T) {
 	}{
 		{name: "command after --", args: []string{"--", "echo", "-n", "hi"},
 			want: tasks.Spec{Command: []string{"echo", "-n", "hi"}}},
+		{name: "flags end at the command", args: []string{"-t", "gpu", "ls", "-la", "/tmp", "--", "-t", "x"},
+			want: tasks.Spec{Tags: []string{"gpu"}, Command: []string{"ls", "-la", "/tmp", "--", "-t", "x"}}},
 		{name: "everything",
 			args: []string{"-g", "netlab", "-t", "gpu,cuda", "-t", "big", "-l", "sweep=lr", "--timeout", "10m",
 				"--priority", "5", "--max-attempts", "2", "--env", "A=1", "-e", "B=x=y", "--env", "C=", "--", "python", "t.py"},
@@ -108,9 +110,20 @@ func TestReadSpecs(t *testing.T) {
 	if len(specs) != 2 || specs[1].Group != "g" || specs[1].Timeout != tasks.Duration(5*time.Minute) {
 		t.Errorf("got %+v", specs)
 	}
-	for _, bad := range []string{`[]`, `{"command":["a"]}`, `[{"comand":["a"]}]`, `not json`} {
-		if _, err := readSpecs(strings.NewReader(bad), "-"); err == nil {
-			t.Errorf("readSpecs(%s): got no error; want one", bad)
+	for _, tt := range []struct{ in, want string }{
+		{`[]`, "-: the batch is empty"},
+		{`{"command":["a"]}`, "-: must hold a JSON array of task specs, not an object"},
+		{`[{"command":["a"]},{"comand":["a"]}]`, `-: task 1: unknown field "comand"`},
+		{`[{"command":"a"}]`, "-: task 0: command: want an array, not a string"},
+		{`[{"command":["a"],"timeout":"soon"}]`, "-: task 0: timeout: want a duration"},
+		{`[{"command":["a"]}] [`, "-: must hold a JSON array of task specs: unexpected data after the JSON value"},
+		{"[\n{\"command\":[\"a\"]},\n}", "-: must hold a JSON array of task specs: malformed JSON on line 3"},
+		{`not json`, "-: must hold a JSON array of task specs: malformed JSON on line 1"},
+	} {
+		_, err := readSpecs(strings.NewReader(tt.in), "-")
+		var ue usageError
+		if !errors.As(err, &ue) || !strings.HasPrefix(err.Error(), tt.want) || strings.Contains(err.Error(), "Go value") {
+			t.Errorf("readSpecs(%s): got %v; want a usage error starting %q", tt.in, err, tt.want)
 		}
 	}
 }
@@ -130,6 +143,9 @@ func TestFilterFromFlags(t *testing.T) {
 	}
 	if want := now.Add(-30 * time.Minute); !f.Until.Equal(want) {
 		t.Errorf("got until %v; want %v", f.Until, want)
+	}
+	if _, err := filterFromFlags(listOptions{states: []string{"bogus"}}, now); err == nil || !strings.HasPrefix(err.Error(), `--state: unknown state "bogus"`) {
+		t.Errorf("bad state: got %v; want it named once, after --state", err)
 	}
 	for _, bad := range []listOptions{
 		{states: []string{"done"}},

@@ -83,7 +83,11 @@ func runClientTasksCancel(ctx context.Context, gopts *clientOptions, args []stri
 	return eachTask(ctx, gopts, args, func(s *session, id tasks.ID) (*tasks.Task, error) {
 		t, err := s.CancelTask(ctx, id)
 		if err == nil && !gopts.quiet && !gopts.json() {
-			fmt.Fprintf(gopts.stdout, "cancelled task %d (%s)\n", id, t.State)
+			if t.State == tasks.Cancelled {
+				fmt.Fprintf(gopts.stdout, "cancelled task %d\n", id)
+			} else {
+				fmt.Fprintf(gopts.stdout, "cancelled task %d; it is %s for now\n", id, t.State)
+			}
 		}
 		return t, err
 	}, nil)
@@ -122,7 +126,8 @@ func runClientTasksRetry(ctx context.Context, gopts *clientOptions, args []strin
 // eachTask runs do for every id, going on past failures so that one bad id
 // does not hide the others' results, and prints the tasks it got: with -o
 // json the task for one id or an array for several, else with table (when
-// not nil). It returns every failure, joined.
+// not nil). Only the tasks it got are printed: nothing at all, not even
+// an empty array, when there are none. It returns every failure, joined.
 func eachTask(ctx context.Context, gopts *clientOptions, args []string,
 	do func(*session, tasks.ID) (*tasks.Task, error), table func(io.Writer, []tasks.Task) error) error {
 	ids, err := parseIDs(args)
@@ -143,14 +148,15 @@ func eachTask(ctx context.Context, gopts *clientOptions, args []string,
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			errs = append(errs, fmt.Errorf("task %d: %w", id, err))
+			errs = append(errs, taskError(id, err))
 			continue
 		}
 		got = append(got, *t)
 	}
 	var perr error
 	switch {
-	case gopts.json() && len(ids) == 1 && len(got) == 1:
+	case len(got) == 0:
+	case gopts.json() && len(ids) == 1:
 		perr = writeJSON(gopts.stdout, got[0])
 	case gopts.json():
 		perr = writeJSON(gopts.stdout, got)
@@ -193,7 +199,7 @@ func printTaskDetails(w io.Writer, ts []tasks.Task) error {
 		kv("labels", orDash(strings.Join(t.Labels, ",")))
 		kv("priority", strconv.Itoa(int(t.Priority)))
 		kv("timeout", time.Duration(t.Timeout).String())
-		kv("attempt", fmt.Sprintf("%d of %d", t.Attempt, t.MaxAttempts))
+		kv("attempt", attemptText(t))
 		kv("host", orDash(t.Host))
 		if t.RetryOf != 0 {
 			kv("retry of", strconv.FormatInt(int64(t.RetryOf), 10))
@@ -213,6 +219,21 @@ func printTaskDetails(w io.Writer, ts []tasks.Task) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// attemptText says which start of a task this is. Only a task that has
+// not ended may start again, and only when its host is lost, so a final
+// task shows just the number: "1 of 3" would promise retries that do not
+// happen.
+func attemptText(t tasks.Task) string {
+	n := strconv.Itoa(t.Attempt)
+	switch {
+	case t.State.Final() || t.MaxAttempts <= 1:
+		return n
+	case t.Attempt == 0:
+		return fmt.Sprintf("0, not started (up to %d starts if hosts are lost)", t.MaxAttempts)
+	}
+	return fmt.Sprintf("%s (up to %d if hosts are lost)", n, t.MaxAttempts)
 }
 
 // printTaskTable prints one line per task, for listings.
@@ -337,7 +358,7 @@ func filterFromFlags(opts listOptions, now time.Time) (tasks.Filter, error) {
 	for _, s := range opts.states {
 		st, err := tasks.ParseState(strings.TrimSpace(s))
 		if err != nil {
-			return f, usagef("--state: %v", err)
+			return f, flagValueError("--state", err)
 		}
 		f.States = append(f.States, st)
 	}
@@ -454,7 +475,8 @@ bytes, from the latest attempt or the one --attempt names. With --follow,
 keep printing as a running task writes, until it ends.
 
 -o json prints {"task","attempt","stream","data","next_offset"} with the
-output as a string (bytes that are not UTF-8 are replaced).`,
+output as a string (bytes that are not UTF-8 are replaced); "attempt" is
+the attempt printed, 0 for a task that has not started.`,
 		Example: `  mito client tasks logs 42
   mito client tasks logs 42 --stderr --attempt 1
   mito client tasks logs 42 -f`,
@@ -493,11 +515,22 @@ func runClientTasksLogs(ctx context.Context, gopts *clientOptions, opts logsOpti
 		offset int64
 		final  bool
 	)
+	attempt := opts.attempt
 	if gopts.json() {
 		out = &buf
+		if attempt == 0 {
+			// -o json says which attempt it printed, so read the latest
+			// by its number, which also keeps a follower on it. A task
+			// that has not started yet has none, and an empty log.
+			t, err := s.GetTask(ctx, id)
+			if err != nil {
+				return err
+			}
+			attempt = t.Attempt
+		}
 	}
 	for {
-		b, next, err := s.ReadLog(ctx, id, opts.attempt, stream, offset, logChunk)
+		b, next, err := s.ReadLog(ctx, id, attempt, stream, offset, logChunk)
 		if err != nil {
 			return err
 		}
@@ -520,15 +553,18 @@ func runClientTasksLogs(ctx context.Context, gopts *clientOptions, opts logsOpti
 			return err
 		}
 		final = t.State.Final()
+		if gopts.json() && attempt == 0 && t.Attempt > 0 {
+			attempt = t.Attempt // it has started since
+		}
 	}
 	if gopts.json() {
 		return writeJSON(gopts.stdout, struct {
 			Task       tasks.ID     `json:"task"`
-			Attempt    int          `json:"attempt,omitempty"`
+			Attempt    int          `json:"attempt"`
 			Stream     tasks.Stream `json:"stream"`
 			Data       string       `json:"data"`
 			NextOffset int64        `json:"next_offset"`
-		}{id, opts.attempt, stream, buf.String(), offset})
+		}{id, attempt, stream, buf.String(), offset})
 	}
 	return nil
 }

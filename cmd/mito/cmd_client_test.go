@@ -5,11 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,8 +75,18 @@ type fakeCoordinator struct {
 	files     map[string]string // artifact name → content
 	badSum    map[string]bool   // artifacts served with a wrong SHA-256
 	submitted []tasks.Spec
+	hosts     []tasks.Host
+	// createdUsers records the users created through the API.
+	createdUsers []string
 	// finish is the state a task takes when waited on.
 	finish map[tasks.ID]tasks.State
+}
+
+// put adds or replaces a task while the fake may be serving.
+func (f *fakeCoordinator) put(t *tasks.Task) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tasks[t.ID] = t
 }
 
 func (f *fakeCoordinator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -106,6 +118,18 @@ func (f *fakeCoordinator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case p == "auth/whoami":
 		fmt.Fprint(w, `{"name":"ann"}`)
+	case p == "hosts":
+		if f.hosts == nil {
+			fmt.Fprint(w, `{"hosts":[]}`)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"hosts": f.hosts})
+	case p == "users" && r.Method == "POST":
+		var in struct{ Name string }
+		_ = json.NewDecoder(r.Body).Decode(&in)
+		f.createdUsers = append(f.createdUsers, in.Name)
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprint(w, `{"error":{"code":"forbidden","message":"only global admins may manage users"}}`)
 	case p == "tasks" && r.Method == "POST":
 		var spec tasks.Spec
 		if err := json.NewDecoder(r.Body).Decode(&spec); err != nil {
@@ -128,6 +152,14 @@ func (f *fakeCoordinator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		switch {
+		case sub == "cancel" && r.Method == "POST":
+			if t.State.Final() {
+				w.WriteHeader(http.StatusConflict)
+				fmt.Fprintf(w, `{"error":{"code":"conflict","message":"task %d is already %s"}}`, id, t.State)
+				return
+			}
+			t.State = tasks.Cancelled
+			_ = json.NewEncoder(w).Encode(t)
 		case sub == "":
 			if r.URL.Query().Get("wait") != "" {
 				if st, ok := f.finish[t.ID]; ok {
@@ -247,9 +279,9 @@ func TestSubmitCommand(t *testing.T) {
 func TestTasksGetAndWait(t *testing.T) {
 	f := newFake()
 	code0 := 0
-	f.tasks[1] = &tasks.Task{ID: 1, State: tasks.Succeeded, ExitCode: &code0}
-	f.tasks[2] = &tasks.Task{ID: 2, State: tasks.Running}
-	f.tasks[3] = &tasks.Task{ID: 3, State: tasks.Queued}
+	f.put(&tasks.Task{ID: 1, State: tasks.Succeeded, ExitCode: &code0})
+	f.put(&tasks.Task{ID: 2, State: tasks.Running})
+	f.put(&tasks.Task{ID: 3, State: tasks.Queued})
 	f.finish[2] = tasks.Succeeded
 	f.finish[3] = tasks.Failed
 
@@ -280,10 +312,10 @@ func TestTasksGetAndWait(t *testing.T) {
 		t.Errorf("wait on an unknown task: got exit %d (%q); want %d", code, errOut, exitNotFound)
 	}
 
-	f.tasks[4] = &tasks.Task{ID: 4, State: tasks.Running}
+	f.put(&tasks.Task{ID: 4, State: tasks.Running})
 	_, errOut, code = runClient(t, f, "tasks", "wait", "--timeout", "300ms", "--poll", "50ms", "4")
-	if code != exitFailure || !strings.Contains(errOut, "gave up") {
-		t.Errorf("wait timeout: got exit %d (%q); want %d saying it gave up", code, errOut, exitFailure)
+	if code != exitTimeout || !strings.Contains(errOut, "gave up") {
+		t.Errorf("wait timeout: got exit %d (%q); want %d saying it gave up", code, errOut, exitTimeout)
 	}
 }
 
@@ -309,7 +341,7 @@ func TestUnauthorizedHint(t *testing.T) {
 
 func TestArtifactsDownload(t *testing.T) {
 	f := newFake()
-	f.tasks[7] = &tasks.Task{ID: 7, State: tasks.Succeeded}
+	f.put(&tasks.Task{ID: 7, State: tasks.Succeeded})
 	f.files["result.txt"] = "42\n"
 	f.files["plots/loss.csv"] = "1,2\n"
 	dir := filepath.Join(t.TempDir(), "out")
@@ -457,7 +489,7 @@ func TestLoginLogout(t *testing.T) {
 
 func TestTasksLogs(t *testing.T) {
 	f := newFake()
-	f.tasks[7] = &tasks.Task{ID: 7, State: tasks.Failed}
+	f.put(&tasks.Task{ID: 7, State: tasks.Failed})
 	f.files["log:stdout"] = "line one\nline two\n"
 	f.files["log:stderr"] = "oops\n"
 	if out, errOut, code := runClient(t, f, "tasks", "logs", "7"); code != 0 || out != f.files["log:stdout"] {
@@ -476,5 +508,183 @@ func TestTasksLogs(t *testing.T) {
 	}
 	if _, _, code := runClient(t, f, "tasks", "logs", "8"); code != exitNotFound {
 		t.Errorf("logs of an unknown task: exit %d; want %d", code, exitNotFound)
+	}
+}
+
+func TestSubmitStopsAtCommand(t *testing.T) {
+	f := newFake()
+	// -la is the command's, not -l a: mito's flags end at the command.
+	if _, errOut, code := runClient(t, f, "submit", "ls", "-la", "/tmp"); code != 0 {
+		t.Fatalf("submit ls -la /tmp: exit %d, %q", code, errOut)
+	}
+	if _, errOut, code := runClient(t, f, "tasks", "submit", "-t", "gpu", "python3", "train.py", "--lr", "0.1", "-o", "json"); code != 0 {
+		t.Fatalf("tasks submit python3 ...: exit %d, %q", code, errOut)
+	}
+	if len(f.submitted) != 2 {
+		t.Fatalf("got %d submissions; want 2", len(f.submitted))
+	}
+	if s := f.submitted[0]; !reflect.DeepEqual(s.Command, []string{"ls", "-la", "/tmp"}) || len(s.Labels) != 0 {
+		t.Errorf("submit ls -la /tmp sent command %q, labels %q", s.Command, s.Labels)
+	}
+	if s := f.submitted[1]; !reflect.DeepEqual(s.Command, []string{"python3", "train.py", "--lr", "0.1", "-o", "json"}) || !reflect.DeepEqual(s.Tags, []string{"gpu"}) {
+		t.Errorf("tasks submit sent command %q, tags %q", s.Command, s.Tags)
+	}
+}
+
+func TestSubmitNotesUnservedTasks(t *testing.T) {
+	f := newFake()
+	const note = "note: no host serves group ann with tags gpu; the task will wait until one does"
+	if out, errOut, _ := runClient(t, f, "submit", "-t", "gpu", "true"); out != "submitted task 42\n" || !strings.Contains(errOut, note) {
+		t.Errorf("no hosts: got %q, %q; want the note %q", out, errOut, note)
+	}
+	for _, args := range [][]string{{"-q"}, {"-o", "json"}} {
+		if _, errOut, _ := runClient(t, f, append(args, "submit", "-t", "gpu", "true")...); errOut != "" {
+			t.Errorf("%v: got stderr %q; want no note", args, errOut)
+		}
+	}
+	f.hosts = []tasks.Host{
+		{Name: "a", Groups: []string{"ann"}, Tags: []string{"cpu"}},
+		{Name: "b", Groups: []string{"netlab"}, Tags: []string{"gpu"}},
+	}
+	if _, errOut, _ := runClient(t, f, "submit", "-t", "gpu", "true"); !strings.Contains(errOut, note) {
+		t.Errorf("no host with both the group and the tag: got %q; want the note", errOut)
+	}
+	if _, errOut, _ := runClient(t, f, "submit", "-g", "netlab", "-t", "gpu", "true"); errOut != "" {
+		t.Errorf("a host serves it: got stderr %q; want no note", errOut)
+	}
+	if _, errOut, _ := runClient(t, f, "submit", "true"); errOut != "" {
+		t.Errorf("no tags, a host serves the group: got stderr %q; want no note", errOut)
+	}
+}
+
+func TestGetPrintsOnlyWhatWasFound(t *testing.T) {
+	f := newFake()
+	f.put(&tasks.Task{ID: 1, State: tasks.Queued})
+	out, errOut, code := runClient(t, f, "tasks", "get", "999", "-o", "json")
+	if code != exitNotFound || out != "" || strings.Count(errOut, "999") != 1 {
+		t.Errorf("get 999 -o json: got %q, %q, exit %d; want nothing on stdout, one mention of 999, exit %d", out, errOut, code, exitNotFound)
+	}
+	out, _, code = runClient(t, f, "tasks", "get", "1", "999", "-o", "json")
+	var ts []tasks.Task
+	if err := json.Unmarshal([]byte(out), &ts); err != nil || len(ts) != 1 || ts[0].ID != 1 || code != exitNotFound {
+		t.Errorf("get 1 999 -o json: got %q, exit %d; want an array of task 1 and exit %d", out, code, exitNotFound)
+	}
+	if out, _, _ = runClient(t, f, "hosts", "get", "nohost", "-o", "json"); out != "" {
+		t.Errorf("hosts get nohost -o json: got %q on stdout; want nothing", out)
+	}
+}
+
+func TestCancelMessages(t *testing.T) {
+	f := newFake()
+	f.put(&tasks.Task{ID: 5, State: tasks.Cancelled})
+	f.put(&tasks.Task{ID: 6, State: tasks.Queued})
+	out, errOut, code := runClient(t, f, "tasks", "cancel", "5", "6", "7")
+	if code != exitConflict && code != exitNotFound {
+		t.Errorf("cancel: exit %d; want a conflict or not found", code)
+	}
+	if out != "cancelled task 6\n" {
+		t.Errorf("cancel: got stdout %q; want \"cancelled task 6\\n\"", out)
+	}
+	want := "mito: task 5 is already cancelled\ntask 7 not found\n"
+	if errOut != want {
+		t.Errorf("cancel: got stderr %q; want %q", errOut, want)
+	}
+}
+
+func TestBadCoordinatorURL(t *testing.T) {
+	f := newFake()
+	_, errOut, code := runClient(t, f, "-c", "127.0.0.1:7800", "tasks", "list")
+	want := `mito: invalid coordinator URL "127.0.0.1:7800": want http://host:port or https://host:port` + "\n"
+	if code != exitUsage || errOut != want {
+		t.Errorf("got exit %d, %q; want %d, %q", code, errOut, exitUsage, want)
+	}
+}
+
+func TestWithLoginHint(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ msg, want string }{
+		{"token expired", "token expired (log in with 'mito client login -u USER')"},
+		{"token is invalid or revoked: log in again", "token is invalid or revoked: log in again with 'mito client login -u USER'"},
+		{"user bob is disabled", "user bob is disabled"},
+		{"not logged in: send an API token (mito client login)", "not logged in: send an API token (mito client login)"},
+	}
+	for _, tt := range tests {
+		err := withLoginHint(&tasks.Error{Code: tasks.EUnauthorized, Message: tt.msg})
+		if err.Error() != tt.want || tasks.ErrorCode(err) != tasks.EUnauthorized {
+			t.Errorf("withLoginHint(%q) = %q; want %q", tt.msg, err, tt.want)
+		}
+	}
+	if err := withLoginHint(tasks.ErrNotFound); err != tasks.ErrNotFound {
+		t.Errorf("withLoginHint changed a not-found error to %v", err)
+	}
+}
+
+func TestMessagesDoNotRepeat(t *testing.T) {
+	t.Parallel()
+	notFound := &tasks.Error{Code: tasks.ENotFound, Message: "no task 7"}
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{taskError(7, notFound), "no task 7"},
+		{taskError(5, errors.New("task 5 is already cancelled")), "task 5 is already cancelled"},
+		{taskError(5, errors.New("task 55 is already cancelled")), "task 5: task 55 is already cancelled"},
+		{taskError(5, errors.New("connection refused")), "task 5: connection refused"},
+		{namedError("user", "bob", errors.New(`no user named "bob"`)), `no user named "bob"`},
+		{namedError("user", "bob", errors.New("forbidden")), "user bob: forbidden"},
+		{flagValueError("--state", tasks.Invalid("state", "unknown state %q", "bogus")), `--state: unknown state "bogus"`},
+	} {
+		if tt.err.Error() != tt.want {
+			t.Errorf("got %q; want %q", tt.err, tt.want)
+		}
+	}
+	if !errors.Is(taskError(7, notFound), tasks.ErrNotFound) {
+		t.Error("taskError lost the error's code")
+	}
+}
+
+func TestUsersCreateNeedsAdminFirst(t *testing.T) {
+	f := newFake()
+	// whoami says ann is no admin: the command fails before it reads a
+	// password (stdin is empty, which would be a usage error).
+	_, errOut, code := runClient(t, f, "users", "create", "bob", "--password-stdin")
+	if code != exitAuth || !strings.Contains(errOut, "global admin") {
+		t.Errorf("got exit %d, %q; want %d saying a global admin is needed", code, errOut, exitAuth)
+	}
+	if len(f.createdUsers) != 0 {
+		t.Errorf("the coordinator was asked to create %v", f.createdUsers)
+	}
+}
+
+func TestLogsJSONAttempt(t *testing.T) {
+	f := newFake()
+	f.put(&tasks.Task{ID: 7, State: tasks.Failed, Attempt: 2})
+	f.files["log:stdout"] = "hi\n"
+	out, errOut, code := runClient(t, f, "tasks", "logs", "7", "-o", "json")
+	var got map[string]any
+	if err := json.Unmarshal([]byte(out), &got); err != nil || code != 0 || got["attempt"] != 2.0 || got["data"] != "hi\n" {
+		t.Errorf("logs -o json: got %q (%q), exit %d; want attempt 2 and the data", out, errOut, code)
+	}
+	f.put(&tasks.Task{ID: 8, State: tasks.Queued})
+	out, _, _ = runClient(t, f, "tasks", "logs", "8", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &got); err != nil || got["attempt"] != 0.0 {
+		t.Errorf("logs -o json of a queued task: got %q; want attempt 0", out)
+	}
+}
+
+func TestAttemptText(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		t    tasks.Task
+		want string
+	}{
+		{tasks.Task{State: tasks.Failed, Attempt: 1, Spec: tasks.Spec{MaxAttempts: 3}}, "1"},
+		{tasks.Task{State: tasks.Running, Attempt: 1, Spec: tasks.Spec{MaxAttempts: 3}}, "1 (up to 3 if hosts are lost)"},
+		{tasks.Task{State: tasks.Running, Attempt: 1, Spec: tasks.Spec{MaxAttempts: 1}}, "1"},
+		{tasks.Task{State: tasks.Queued, Attempt: 0, Spec: tasks.Spec{MaxAttempts: 3}}, "0, not started (up to 3 starts if hosts are lost)"},
+	} {
+		if got := attemptText(tt.t); got != tt.want {
+			t.Errorf("attemptText(%s, %d of %d) = %q; want %q", tt.t.State, tt.t.Attempt, tt.t.MaxAttempts, got, tt.want)
+		}
 	}
 }

@@ -124,6 +124,9 @@ func runClientUsersCreate(ctx context.Context, gopts *clientOptions, opts userCr
 	if err != nil {
 		return err
 	}
+	if err := requireAdmin(ctx, s, "create users"); err != nil {
+		return err
+	}
 	pw, err := gopts.password(opts.passwordStdin, "MITO_NEW_PASSWORD", "Password for "+args[0]+": ", true)
 	if err != nil {
 		return err
@@ -180,7 +183,7 @@ func runClientUsersSetDisabled(ctx context.Context, gopts *clientOptions, names 
 			err = printUser(gopts, u, verb)
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("user %s: %w", name, err))
+			errs = append(errs, namedError("user", name, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -207,6 +210,9 @@ it, and revoke their tokens. Users change their own with 'users passwd'.`,
 func runClientUsersResetPassword(ctx context.Context, gopts *clientOptions, fromStdin bool, args []string) error {
 	s, err := gopts.connect(true)
 	if err != nil {
+		return err
+	}
+	if err := requireAdmin(ctx, s, "reset passwords"); err != nil {
 		return err
 	}
 	pw, err := gopts.password(fromStdin, "MITO_NEW_PASSWORD", "New password for "+args[0]+": ", true)
@@ -269,6 +275,21 @@ func runClientUsersPasswd(ctx context.Context, gopts *clientOptions) error {
 	}
 	if !gopts.quiet && !gopts.json() {
 		fmt.Fprintln(gopts.stdout, "password changed; your other logins have ended")
+	}
+	return nil
+}
+
+// requireAdmin checks that the session's user is a global admin before a
+// command asks for a password only a global admin may set, so that no one
+// types one in vain. The coordinator checks again.
+func requireAdmin(ctx context.Context, s *session, what string) error {
+	u, err := s.Whoami(ctx)
+	if err != nil {
+		return err
+	}
+	if !u.Admin {
+		return &tasks.Error{Code: tasks.EForbidden, Message: fmt.Sprintf(
+			"only a global admin may %s, and %s is not one", what, u.Name)}
 	}
 	return nil
 }

@@ -32,13 +32,18 @@ func newClientTasksWaitCmd(gopts *clientOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "wait ID...",
 		Short: "Wait until tasks end; exit 0 only if all succeeded",
-		Long: `Wait until every given task has ended, then print how each ended. The
-exit status is 0 only when all of them succeeded, and 1 when any failed,
-timed out or was cancelled, so scripts can chain on it.
+		Long: `Wait until every given task has ended, then print how each ended, so
+scripts can chain on it. Exit status:
+
+  0  every task succeeded
+  1  a task failed, timed out or was cancelled
+  3  a task does not exist
+  7  --timeout ran out first (the table shows where each task was)
+  and the other codes of 'mito client --help' for other errors
 
 On a terminal a progress line shows how many have ended; -q hides it and the
 final table. The coordinator holds each request until the task ends, so
-waiting costs no polling. --timeout gives up after a while (exit 1).`,
+waiting costs no polling.`,
 		Example: `  mito client tasks wait 42
   mito client tasks wait --timeout 2h 42 43 44 && echo all good
   mito client tasks wait $(mito client tasks list -q -l sweep=lr --state queued,running)
@@ -48,7 +53,7 @@ waiting costs no polling. --timeout gives up after a while (exit 1).`,
 			return runClientTasksWait(cmd.Context(), gopts, opts, args)
 		},
 	}
-	cmd.Flags().DurationVar(&opts.timeout, "timeout", 0, "give up after this `duration` (default: wait for ever)")
+	cmd.Flags().DurationVar(&opts.timeout, "timeout", 0, "give up after this `duration`, such as 90s or 2h, and exit 7 (default: wait for ever)")
 	cmd.Flags().DurationVar(&opts.poll, "poll", opts.poll, "how long each request may wait")
 	_ = cmd.Flags().MarkHidden("poll")
 	return cmd
@@ -119,7 +124,7 @@ func runClientTasksWait(ctx context.Context, gopts *clientOptions, opts waitOpti
 		g.Go(func() error {
 			t, err := s.GetTask(gctx, id)
 			if err != nil {
-				return fmt.Errorf("task %d: %w", id, err)
+				return taskError(id, err)
 			}
 			st.set(*t)
 			return nil
@@ -160,7 +165,7 @@ func runClientTasksWait(ctx context.Context, gopts *clientOptions, opts waitOpti
 	}
 	if err != nil && len(st.tasks) < len(ids) {
 		// Timed out before even knowing every task: nothing to show.
-		return fmt.Errorf("gave up after %s: %w", opts.timeout, err)
+		return timeoutError{fmt.Sprintf("gave up after %s, before learning the state of every task", opts.timeout)}
 	}
 	switch {
 	case gopts.json() && len(ids) == 1:
@@ -177,7 +182,7 @@ func runClientTasksWait(ctx context.Context, gopts *clientOptions, opts waitOpti
 	}
 	switch {
 	case notDone > 0:
-		return fmt.Errorf("gave up after %s: %d of %d tasks still not finished", opts.timeout, notDone, len(ids))
+		return timeoutError{fmt.Sprintf("gave up after %s: %d of %d tasks still not finished", opts.timeout, notDone, len(ids))}
 	case failed > 0:
 		return errTasksFailed
 	}
@@ -206,7 +211,7 @@ func followTask(ctx context.Context, s *session, st *waitState, id tasks.ID, pol
 			backoff = min(2*backoff, 30*time.Second)
 			continue
 		case err != nil:
-			return fmt.Errorf("task %d: %w", id, err)
+			return taskError(id, err)
 		}
 		backoff = time.Second
 		t = *nt

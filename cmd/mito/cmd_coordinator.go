@@ -10,7 +10,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -202,6 +204,11 @@ func runCoordinator(ctx context.Context, opts coordinatorOptions) error {
 	if err := os.MkdirAll(opts.dataDir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
+	unlock, err := lockDataDir(opts.dataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	st, desc, err := openStore(ctx, opts.db, opts.dataDir)
 	if err != nil {
 		return err
@@ -228,6 +235,14 @@ func runCoordinator(ctx context.Context, opts coordinatorOptions) error {
 		log.Warn("created user admin; its password is in " + pwFile)
 	} else if created {
 		log.Info("created user admin with the password from MITO_ADMIN_PASSWORD")
+	}
+
+	groups, err := c.EnsureGroups(ctx)
+	if err != nil {
+		return err
+	}
+	for _, g := range groups {
+		log.Info("created group "+g+" for the inventory's hosts; admin is its admin", "group", g)
 	}
 
 	ln, err := net.Listen("tcp", opts.listen)
@@ -272,4 +287,27 @@ func runCoordinator(ctx context.Context, opts coordinatorOptions) error {
 	err = g.Wait()
 	log.Info("coordinator stopped")
 	return err
+}
+
+// lockDataDir makes sure only one coordinator uses a data directory: two
+// would drive the same hosts and share one SQLite file and artifact tree.
+// The lock is released by the kernel if the process dies.
+func lockDataDir(dir string) (unlock func(), err error) {
+	path := filepath.Join(dir, "lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock data directory: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		b, _ := os.ReadFile(path)
+		f.Close()
+		holder := "another coordinator"
+		if pid := strings.TrimSpace(string(b)); pid != "" {
+			holder += " (pid " + pid + ")"
+		}
+		return nil, fmt.Errorf("data directory %s is in use by %s; give this one its own --data-dir", dir, holder)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return func() { f.Close() }, nil
 }

@@ -34,7 +34,7 @@ type workerOptions struct {
 func newWorkerCmd() *cobra.Command {
 	var opts workerOptions
 	cmd := &cobra.Command{
-		Use:   "worker --coordinator URL [flags]",
+		Use:   "worker -c URL [flags]",
 		Short: "Run tasks on this host for a coordinator it can reach",
 		Long: `Run tasks on this host for a mito coordinator reached over HTTP(S).
 
@@ -43,6 +43,9 @@ for hosts that can dial out to the coordinator instead. It registers under
 --name for the given groups and tags, claims up to --slots tasks at a time,
 runs each in a fresh directory under --work-dir with its own process group,
 streams its output and uploads the files it writes to $MITO_OUTPUT_DIR.
+Without -g it serves only the personal group of the token's user.
+
+The coordinator is --coordinator (-c), else $MITO_COORDINATOR.
 
 It authenticates with an API token (--token, the MITO_TOKEN environment
 variable, or the token 'mito client login' stored for that coordinator)
@@ -51,23 +54,27 @@ SIGINT, SIGTERM or SIGHUP, killing the tasks it runs: the coordinator then
 queues them again.`,
 		Example: `  # Serve the "lab" group with two slots, on a host tagged 10g and bbr
   export MITO_TOKEN=...
-  mito worker --coordinator https://mito.lab.example:8443 -g lab -t 10g -t bbr --slots 2
+  mito worker -c https://mito.lab.example:8443 -g lab -t 10g -t bbr --slots 2
 
-  # Keep task directories on a bigger disk
-  mito worker --coordinator http://10.0.0.1:8080 -g lab --work-dir /scratch/mito`,
-		Args: cobra.NoArgs,
+  # Serve your personal group, keeping task directories on a bigger disk
+  export MITO_COORDINATOR=http://10.0.0.1:8080
+  mito worker --work-dir /scratch/mito`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("token") {
 				opts.token = os.Getenv("MITO_TOKEN")
+			}
+			if !cmd.Flags().Changed("coordinator") && !opts.stdio {
+				opts.coordinator = os.Getenv("MITO_COORDINATOR")
 			}
 			return runWorker(cmd.Context(), opts, cmd.ErrOrStderr())
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&opts.coordinator, "coordinator", "", "coordinator `URL` (http://host:port or https://host:port)")
+	f.StringVarP(&opts.coordinator, "coordinator", "c", "", "coordinator `URL`, http://host:port or https://host:port (default $MITO_COORDINATOR)")
 	f.StringVar(&opts.token, "token", "", "API `token` (default $MITO_TOKEN)")
 	f.StringVar(&opts.name, "name", "", "host `name` to register as (default the hostname)")
-	f.StringArrayVarP(&opts.groups, "group", "g", nil, "serve the tasks of `group` (repeatable)")
+	f.StringArrayVarP(&opts.groups, "group", "g", nil, "serve the tasks of `group` (repeatable; default your personal group)")
 	f.StringArrayVarP(&opts.tags, "tag", "t", nil, "offer `tag` to tasks that require it (repeatable)")
 	f.IntVar(&opts.slots, "slots", 1, "run up to `N` tasks at once")
 	f.StringVar(&opts.workDir, "work-dir", "", "root of the tasks' working `directories` (default $TMPDIR/mito-work-<uid>)")
@@ -96,7 +103,10 @@ func runWorker(ctx context.Context, opts workerOptions, stderr io.Writer) error 
 	}
 
 	if opts.coordinator == "" {
-		return usagef("--coordinator is required: give the coordinator's URL, e.g. --coordinator https://mito.example:8443")
+		return usagef("no coordinator: give its URL with -c, e.g. -c https://mito.example:8443, or set MITO_COORDINATOR")
+	}
+	if err := checkCoordinatorURL(opts.coordinator, ""); err != nil {
+		return err
 	}
 	if opts.token == "" {
 		opts.token = storedToken(opts.coordinator)

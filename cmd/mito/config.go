@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -66,9 +67,40 @@ func loadConfig(dir string) (fileConfig, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return cfg, fmt.Errorf("read config %s: %w", path, err)
+		return cfg, configError(path, err)
 	}
 	return cfg, nil
+}
+
+// yamlUnknownField matches yaml.v3's report of an unknown field, which
+// names a Go type: "line 2: field coordinatr not found in type main.fileConfig".
+var yamlUnknownField = regexp.MustCompile(`^line (\d+): field (.+) not found in type \S+$`)
+
+// configError describes a problem in config.yaml for people, as
+// PATH:LINE: MESSAGE, without yaml.v3's Go type names. It is a usage
+// error: the input is wrong.
+func configError(path string, err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		if line, rest, ok := strings.Cut(msg, ": "); ok && strings.HasPrefix(line, "line ") {
+			return usagef("%s:%s: %s", path, strings.TrimPrefix(line, "line "), rest)
+		}
+		return usagef("%s: %s", path, msg)
+	}
+	msgs := make([]string, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		if m := yamlUnknownField.FindStringSubmatch(e); m != nil {
+			msgs = append(msgs, fmt.Sprintf("%s:%s: unknown field %q (known fields: coordinator)", path, m[1], m[2]))
+			continue
+		}
+		if line, rest, ok := strings.Cut(e, ": "); ok && strings.HasPrefix(line, "line ") {
+			msgs = append(msgs, fmt.Sprintf("%s:%s: %s", path, strings.TrimPrefix(line, "line "), rest))
+			continue
+		}
+		msgs = append(msgs, path+": "+e)
+	}
+	return usagef("%s", strings.Join(msgs, "\n"))
 }
 
 // storedCredential is one coordinator's entry in credentials.json.

@@ -112,9 +112,15 @@ func TestLoadConfig(t *testing.T) {
 	if cfg, err := loadConfig(dir); err != nil || cfg.Coordinator != "" {
 		t.Errorf("empty file: got %+v, %v; want empty, nil", cfg, err)
 	}
-	write("coordinatr: http://lab1:7800\n")
-	if _, err := loadConfig(dir); err == nil {
-		t.Error("misspelt field: got no error; want one")
+	write("# mito\ncoordinatr: http://lab1:7800\n")
+	path := filepath.Join(dir, configFile)
+	want := path + `:2: unknown field "coordinatr"`
+	if _, err := loadConfig(dir); err == nil || !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "fileConfig") {
+		t.Errorf("misspelt field: got %v; want %s, without Go type names", err, want)
+	}
+	write("coordinator: [1\n")
+	if _, err := loadConfig(dir); err == nil || !strings.HasPrefix(err.Error(), path+":1: ") {
+		t.Errorf("bad YAML: got %v; want it located as %s:1", err, path)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/mitolab/mito/tasks"
 )
@@ -18,6 +19,7 @@ const (
 	exitAuth        = 4 // not logged in, bad credentials, or not allowed
 	exitConflict    = 5
 	exitUnavailable = 6 // the coordinator or a service cannot be reached
+	exitTimeout     = 7 // (tasks wait) --timeout ran out before every task ended
 	exitInterrupted = 130
 )
 
@@ -31,6 +33,11 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// timeoutError is a command giving up after the --timeout it was given.
+type timeoutError struct{ msg string }
+
+func (e timeoutError) Error() string { return e.msg }
 
 // exitCode prints err for people and maps it to the process exit code. It
 // is the one place that knows both.
@@ -46,8 +53,17 @@ func exitCode(err error, stderr io.Writer) int {
 		return exitInterrupted
 	}
 	fmt.Fprintf(stderr, "mito: %v\n", err)
-	var ue usageError
-	if errors.As(err, &ue) {
+	var (
+		ue usageError
+		te timeoutError
+	)
+	switch {
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.As(err, &te):
+		return exitTimeout
+	case strings.HasPrefix(err.Error(), "unknown command "):
+		// cobra's own, from cobra.NoArgs and the like.
 		return exitUsage
 	}
 	switch tasks.ErrorCode(err) {

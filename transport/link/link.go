@@ -220,10 +220,12 @@ func (t *linkTransport) clientConn(ctx context.Context) (*http.ClientConn, error
 }
 
 // ServeConn serves h as HTTP/2 on conn until the connection ends or ctx
-// does, then closes conn and returns. base, when not nil, derives the
-// context of every request from ctx: the coordinator uses it to put the
-// host's identity there, since a link has no address or credentials to
-// tell hosts apart.
+// does, then closes conn and returns once every handler it started has
+// returned (their contexts are cancelled when the connection ends), so that
+// the caller may then close what the handlers use. base, when not nil,
+// derives the context of every request from ctx: the coordinator uses it to
+// put the host's identity there, since a link has no address or credentials
+// to tell hosts apart.
 func ServeConn(ctx context.Context, conn net.Conn, h http.Handler, base func(context.Context) context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -233,8 +235,11 @@ func ServeConn(ctx context.Context, conn net.Conn, h http.Handler, base func(con
 	}
 	connDone := make(chan struct{})
 	var doneOnce sync.Once
+	// http.Server.Close does not wait for handlers, and once the
+	// connection is gone neither does Shutdown: track them here.
+	var handlers inflight
 	srv := &http.Server{
-		Handler:     h,
+		Handler:     handlers.wrap(h),
 		Protocols:   h2cOnly(),
 		HTTP2:       http2Config(),
 		BaseContext: func(net.Listener) context.Context { return reqCtx },
@@ -258,6 +263,47 @@ func ServeConn(ctx context.Context, conn net.Conn, h http.Handler, base func(con
 	if l.accepted() {
 		<-connDone
 	}
+	handlers.closeAndWait()
+}
+
+// inflight counts running handlers and lets ServeConn wait for them.
+type inflight struct {
+	mu     sync.Mutex
+	closed bool // no handler may start any more
+	wg     sync.WaitGroup
+}
+
+// wrap runs h for every request unless closeAndWait has been called, in
+// which case the request is refused.
+func (f *inflight) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !f.enter() {
+			http.Error(w, "link is closing", http.StatusServiceUnavailable)
+			return
+		}
+		defer f.wg.Done()
+		h.ServeHTTP(w, r)
+	})
+}
+
+// enter counts a handler in. wg.Add happens under mu and never after
+// closed is set, so that it cannot race with closeAndWait's wg.Wait.
+func (f *inflight) enter() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return false
+	}
+	f.wg.Add(1)
+	return true
+}
+
+// closeAndWait refuses new handlers and waits for the running ones.
+func (f *inflight) closeAndWait() {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	f.wg.Wait()
 }
 
 // oneConnListener hands out one connection, then blocks until closed.

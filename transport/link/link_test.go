@@ -303,3 +303,51 @@ func TestNewConnCloseUnblocksRead(t *testing.T) {
 		t.Errorf("LocalAddr: got %q; want %q", got, "link")
 	}
 }
+
+// TestServeConnWaitsForHandlers checks that ServeConn returns only after the
+// handlers it started have returned, so that the coordinator can close what
+// they use (its store) once it has.
+func TestServeConnWaitsForHandlers(t *testing.T) {
+	for name, mk := range pairs {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			client, server := mk(t)
+			started := make(chan struct{})
+			var mu sync.Mutex
+			handlerDone := false
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				close(started)
+				<-r.Context().Done()
+				// A handler that takes a while to notice, as one in the
+				// middle of a store transaction does.
+				time.Sleep(300 * time.Millisecond)
+				mu.Lock()
+				handlerDone = true
+				mu.Unlock()
+			})
+			served := make(chan struct{})
+			go func() {
+				defer close(served)
+				ServeConn(t.Context(), server, h, nil)
+			}()
+			hc := HTTPClient(client)
+			go func() { _, _ = get(t.Context(), hc, "/slow") }()
+			select {
+			case <-started:
+			case <-time.After(5 * time.Second):
+				t.Fatal("handler did not start")
+			}
+			client.Close() // the shim goes away
+			select {
+			case <-served:
+			case <-time.After(5 * time.Second):
+				t.Fatal("ServeConn did not return after the link closed")
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if !handlerDone {
+				t.Error("ServeConn returned while a handler still ran")
+			}
+		})
+	}
+}

@@ -56,7 +56,7 @@ tmpfs=$(df -T "${TMPDIR:-/tmp}" 2>/dev/null | awk 'NR==2 {print $2}')
 echo "- CPU: $(nproc) × ${model:-unknown}, $mem RAM"
 echo "- OS: $(uname -sr)"
 echo "- Go: $(go version | cut -d' ' -f3-)"
-echo "- SQLite: WAL, synchronous=NORMAL, file on ${tmpfs:-?} (${TMPDIR:-/tmp})"
+echo "- SQLite: WAL, synchronous=FULL, file on ${tmpfs:-?} (${TMPDIR:-/tmp})"
 if [[ $stores == *postgres* ]]; then
   if command -v psql >/dev/null; then
     pgver=$(psql "$MITO_TEST_PG_URL" -tAc "SHOW server_version" 2>/dev/null || echo "?")

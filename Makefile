@@ -10,8 +10,8 @@ BIN     := bin
 
 all: build
 
-## build: the mito binary and the shim for this machine, into bin/
-build:
+## build: mito, the shim for this machine, and static shims for linux/amd64 and linux/arm64, into bin/
+build: shims
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/mito ./cmd/mito-shim
 
 ## shims: static, stripped shims for linux/amd64 and linux/arm64

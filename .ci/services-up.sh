@@ -12,8 +12,11 @@ t0=$(date +%s)
 say() { echo "[services] $* ($(( $(date +%s) - t0 ))s)"; }
 
 # --- packages -------------------------------------------------------------
+# openssh-server only as root: without root there are no sshd hosts anyway.
 need=""
-for p in postgresql; do
+pkgs=postgresql
+[ "$(id -u)" = 0 ] && pkgs="$pkgs openssh-server"
+for p in $pkgs; do
   [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || need="$need $p"
 done
 if [ -n "$need" ]; then
@@ -44,4 +47,15 @@ say "postgres on 127.0.0.1:$PGPORT"
 cat > "$LAB/env" <<ENV
 export MITO_TEST_PG_URL='postgres://postgres@127.0.0.1:$PGPORT/mito?sslmode=disable'
 ENV
+
+# --- sshd hosts: h2 h3 h4 on 127.0.0.2-4:2222, jump and inner in network
+# namespaces; see ssh-hosts.sh. The run that owns them is the make test
+# (.ci/test.sh) that called us, if one did: if it dies without stopping
+# them, the next run may take them back. --------------------------------------
+if [ -z "${MITO_CI_OWNER_PID:-}" ]; then
+  MITO_CI_OWNER_PID=0
+  case "$(ps -o args= -p "$PPID" 2>/dev/null)" in *.ci/test.sh*) MITO_CI_OWNER_PID=$PPID ;; esac
+fi
+LAB=$LAB MITO_CI_OWNER_PID=$MITO_CI_OWNER_PID bash "$ROOT/.ci/ssh-hosts.sh" up
+[ -f "$LAB/ssh/env" ] && cat "$LAB/ssh/env" >> "$LAB/env"
 say "all up; source $LAB/env"

@@ -19,6 +19,7 @@ import (
 	"github.com/mitolab/mito/coordinator/store"
 	"github.com/mitolab/mito/inventory"
 	"github.com/mitolab/mito/tasks"
+	"github.com/mitolab/mito/transport/ssh"
 )
 
 // Config configures a Coordinator. Store and Artifacts are required; every
@@ -43,6 +44,16 @@ type Config struct {
 	// ShimEnv is added to a local shim's environment (for example a work
 	// directory for tests).
 	ShimEnv []string
+	// Shims maps "os/arch" (as Go names them: "linux/amd64") to a static
+	// shim binary to push to SSH hosts of that platform. Required when SSH
+	// hosts exist.
+	Shims map[string]string
+	// SSH configures connections to SSH hosts: the ssh_config to honour,
+	// timeouts, keepalives. Pins and Logger are set by the coordinator.
+	SSH ssh.Config
+	// MaxHandshakes bounds concurrent SSH handshakes, since sshd refuses
+	// connections past its MaxStartups (10 by default). Default 8.
+	MaxHandshakes int
 
 	// LeaseTTL is how long a claim holds without renewal. Default 30s.
 	LeaseTTL time.Duration
@@ -95,6 +106,9 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.MaxHandshakes <= 0 {
+		c.MaxHandshakes = 8
+	}
 }
 
 // Log attribute keys, constant so that logs can be searched.
@@ -116,19 +130,31 @@ type Coordinator struct {
 	// patterns lists the served routes, for the API documentation test.
 	patterns []string
 
-	// mu guards sessions.
+	// drivers counts the goroutines that drive inventory hosts.
+	drivers sync.WaitGroup
+	// handshakes holds a token per SSH handshake under way.
+	handshakes chan struct{}
+	// shimSums caches the SHA-256 of each shim binary by path.
+	shimSums sync.Map
+
+	// mu guards the fields below, and the mutable fields of every session
+	// (host, env, lastSeen).
 	mu       sync.Mutex
-	sessions map[string]*session
+	sessions map[string]*session    // TCP worker sessions by id
+	hosts    map[string]*hostDriver // inventory hosts by name
+	runCtx   context.Context        // Run's context, once Run started
 }
 
 // New returns a coordinator for cfg.
 func New(cfg Config) *Coordinator {
 	cfg.setDefaults()
 	c := &Coordinator{
-		cfg:      cfg,
-		store:    cfg.Store,
-		log:      cfg.Logger,
-		sessions: make(map[string]*session),
+		cfg:        cfg,
+		handshakes: make(chan struct{}, cfg.MaxHandshakes),
+		store:      cfg.Store,
+		log:        cfg.Logger,
+		sessions:   make(map[string]*session),
+		hosts:      make(map[string]*hostDriver),
 	}
 	c.handler = c.routes()
 	return c

@@ -8,10 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/mitolab/mito/coordinator/store"
+	"github.com/mitolab/mito/inventory"
 	"github.com/mitolab/mito/tasks"
 	"github.com/mitolab/mito/transport/link"
 )
@@ -49,11 +49,84 @@ func claimParams(h tasks.Host, max int, ttl time.Duration, now time.Time) store.
 	return store.ClaimParams{Host: h.Name, Groups: h.Groups, Tags: h.Tags, Max: max, TTL: ttl, Now: now}
 }
 
-// manageHosts keeps a shim running for every inventory host until ctx ends.
+// hostDriver keeps one inventory host connected.
+type hostDriver struct {
+	s      *session
+	inv    inventory.Host
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// manageHosts keeps a shim running for every inventory host until ctx
+// ends, following inventory changes given to UpdateHosts.
 func (c *Coordinator) manageHosts(ctx context.Context) error {
-	var wg sync.WaitGroup
-	for _, h := range c.cfg.Hosts {
-		s := &session{
+	c.mu.Lock()
+	c.runCtx = ctx
+	c.mu.Unlock()
+	c.UpdateHosts(c.cfg.Hosts)
+	<-ctx.Done()
+	c.drivers.Wait()
+	return nil
+}
+
+// UpdateHosts makes the coordinator drive exactly these hosts, as after an
+// inventory reload: new hosts connect; removed hosts drain (their running
+// tasks finish, they claim nothing new) and then disconnect; hosts whose
+// connection settings or slots changed reconnect; other changes (tags,
+// groups, env) apply to the next claim. It does nothing before Run.
+func (c *Coordinator) UpdateHosts(hosts []inventory.Host) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ctx := c.runCtx
+	if ctx == nil || ctx.Err() != nil {
+		c.cfg.Hosts = hosts
+		return
+	}
+	seen := make(map[string]bool, len(hosts))
+	for _, h := range hosts {
+		seen[h.Name] = true
+		old, ok := c.hosts[h.Name]
+		switch {
+		case !ok:
+			c.hosts[h.Name] = c.startDriver(ctx, h, nil)
+		case reconnectNeeded(old.inv, h):
+			c.log.Info("host settings changed; reconnecting", logHost, h.Name)
+			old.cancel()
+			c.hosts[h.Name] = c.startDriver(ctx, h, old.done)
+		default:
+			old.inv = h
+			old.s.env = h.Env
+			old.s.host.Tags, old.s.host.Groups = h.Tags, h.Groups
+		}
+	}
+	for name, d := range c.hosts {
+		if !seen[name] {
+			delete(c.hosts, name)
+			c.log.Info("host removed from the inventory; draining", logHost, name)
+			c.drivers.Add(1)
+			go func() {
+				defer c.drivers.Done()
+				c.drain(ctx, d)
+			}()
+		}
+	}
+	c.cfg.Hosts = hosts
+}
+
+// reconnectNeeded reports whether a host's new settings need a new link.
+func reconnectNeeded(old, new inventory.Host) bool {
+	return old.Transport != new.Transport || old.Slots != new.Slots || inventory.SSHChanged(old, new)
+}
+
+// startDriver starts driving h once after (if not nil) is closed. It must
+// be called with c.mu held.
+func (c *Coordinator) startDriver(ctx context.Context, h inventory.Host, after <-chan struct{}) *hostDriver {
+	dctx, cancel := context.WithCancel(ctx)
+	d := &hostDriver{
+		inv:    h,
+		cancel: cancel,
+		done:   make(chan struct{}),
+		s: &session{
 			id:     newSessionID(),
 			linked: true,
 			env:    h.Env,
@@ -61,32 +134,67 @@ func (c *Coordinator) manageHosts(ctx context.Context) error {
 				Name: h.Name, Transport: h.Transport, Tags: h.Tags, Groups: h.Groups,
 				Slots: h.Slots, State: tasks.HostConnecting,
 			},
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.driveHost(ctx, s)
-		}()
+		},
 	}
-	wg.Wait()
-	return nil
+	c.drivers.Add(1)
+	go func() {
+		defer c.drivers.Done()
+		defer close(d.done)
+		if after != nil {
+			<-after
+		}
+		c.driveHost(dctx, d)
+	}()
+	return d
+}
+
+// drain lets a removed host finish its running tasks, claiming nothing
+// new, then disconnects it.
+func (c *Coordinator) drain(ctx context.Context, d *hostDriver) {
+	defer d.cancel()
+	c.setHostState(ctx, d.s, tasks.HostDraining, "")
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		h, err := c.store.GetHost(ctx, d.s.host.Name)
+		if err == nil && h.Running == 0 {
+			c.log.Info("host drained", logHost, h.Name)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.done:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// hostEnv returns the session's host environment, read under the lock.
+func (c *Coordinator) hostEnv(s *session) map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return s.env
 }
 
 // driveHost connects a host, again and again with backoff, until ctx ends.
-func (c *Coordinator) driveHost(ctx context.Context, s *session) {
+func (c *Coordinator) driveHost(ctx context.Context, d *hostDriver) {
+	s := d.s
 	name := s.host.Name
 	final := context.WithoutCancel(ctx)
-	defer c.setHostState(final, s, tasks.HostOffline, "")
-	if s.host.Transport != "local" {
-		c.setHostState(ctx, s, tasks.HostUnreachable, fmt.Sprintf("transport %q is not supported by this coordinator", s.host.Transport))
-		<-ctx.Done()
-		return
-	}
+	defer func() {
+		if c.hostOf(s).State != tasks.HostDraining || ctx.Err() != nil {
+			c.setHostState(final, s, tasks.HostOffline, "")
+		}
+	}()
 	backoff := minBackoff
 	for ctx.Err() == nil {
-		c.setHostState(ctx, s, tasks.HostConnecting, "")
+		if st := c.hostOf(s).State; st != tasks.HostDraining {
+			c.setHostState(ctx, s, tasks.HostConnecting, c.hostOf(s).LastError)
+		}
 		start := time.Now()
-		err := c.runLocalShim(ctx, s)
+		err := c.connectHost(ctx, d)
 		if ctx.Err() != nil {
 			return
 		}
@@ -96,6 +204,9 @@ func (c *Coordinator) driveHost(ctx context.Context, s *session) {
 		msg := "shim exited"
 		if err != nil {
 			msg = err.Error()
+		}
+		if !retryable(err) {
+			backoff = maxBackoff // a wrong key or host key does not fix itself quickly
 		}
 		c.log.Warn("host link ended", logHost, name, logErr, msg, "retry_in", backoff)
 		c.setHostState(ctx, s, tasks.HostUnreachable, msg)
@@ -108,6 +219,17 @@ func (c *Coordinator) driveHost(ctx context.Context, s *session) {
 		}
 		backoff = min(backoff*2, maxBackoff)
 	}
+}
+
+// connectHost runs one link to a host until it ends.
+func (c *Coordinator) connectHost(ctx context.Context, d *hostDriver) error {
+	switch d.inv.Transport {
+	case inventory.TransportLocal:
+		return c.runLocalShim(ctx, d.s)
+	case inventory.TransportSSH:
+		return c.runSSHShim(ctx, d)
+	}
+	return fmt.Errorf("transport %q is not supported", d.inv.Transport)
 }
 
 // runLocalShim starts a shim as a child process and serves the worker

@@ -60,6 +60,12 @@ func (c *Coordinator) routes() http.Handler {
 
 	user("GET /api/v1/hosts", c.handleListHosts)
 	user("GET /api/v1/hosts/{name}", c.handleGetHost)
+	user("GET /api/v1/hosts/{name}/facts", c.handleHostFacts)
+	user("POST /api/v1/hosts/{name}/bootstrap", c.handleHostBootstrap)
+	// Calls on several hosts live outside /hosts/, where a host could be
+	// named "facts".
+	user("GET /api/v1/facts", c.handleFacts)
+	user("POST /api/v1/bootstrap", c.handleBootstrap)
 
 	worker := func(pattern string, h func(http.ResponseWriter, *http.Request, *session) error) {
 		handle(pattern, c.workerSession(h))

@@ -106,7 +106,7 @@ func (c *Coordinator) registerResponse(s *session) tasks.RegisterResponse {
 		Session:   s.id,
 		Host:      h.Name,
 		Slots:     h.Slots,
-		Env:       s.env,
+		Env:       c.hostEnv(s),
 		LeaseTTL:  tasks.Duration(c.cfg.LeaseTTL),
 		Heartbeat: tasks.Duration(c.cfg.LeaseTTL / 3),
 		LogCap:    c.cfg.LogCap,
@@ -230,7 +230,7 @@ func (c *Coordinator) handleClaim(w http.ResponseWriter, r *http.Request, s *ses
 		as = []tasks.Assignment{}
 	}
 	for i := range as {
-		as[i].Task.Env = mergeEnv(s.env, as[i].Task.Env)
+		as[i].Task.Env = mergeEnv(c.hostEnv(s), as[i].Task.Env)
 	}
 	writeJSON(w, http.StatusOK, tasks.ClaimResponse{Assignments: as})
 	return nil

@@ -30,12 +30,24 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	bin = dir
-	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/mito", "../cmd/mito-shim")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build binaries:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
+	// mito-shim-linux-<arch> is the static shim pushed to SSH hosts, as
+	// `make build` makes it.
+	for _, b := range []struct {
+		out string
+		env []string
+		pkg []string
+	}{
+		{dir + "/", nil, []string{"../cmd/mito", "../cmd/mito-shim"}},
+		{dir + "/mito-shim-linux-" + runtime.GOARCH, []string{"CGO_ENABLED=0"}, []string{"../cmd/mito-shim"}},
+	} {
+		build := exec.Command("go", append([]string{"build", "-trimpath", "-o", b.out}, b.pkg...)...)
+		build.Env = append(os.Environ(), b.env...)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build binaries:", err)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

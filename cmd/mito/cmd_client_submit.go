@@ -85,7 +85,7 @@ all or none. Specs without a group get --group or your personal group.`,
 	f.SetInterspersed(false)
 	f.StringVarP(&opts.group, "group", "g", "", "`group` that owns the task (default: your personal group)")
 	f.StringSliceVarP(&opts.tags, "tag", "t", nil, "required host `tags`, comma-separated or repeated")
-	f.StringSliceVarP(&opts.labels, "label", "l", nil, "`labels` for finding the task later, comma-separated or repeated")
+	f.StringArrayVarP(&opts.labels, "label", "l", nil, "a `label` for finding the task later, taken as is (repeat for more)")
 	f.StringVar(&opts.timeout, "timeout", "", "kill the task after this `duration`: 90s, 10m, 2h, 2d, or a bare number of seconds (default 1h)")
 	f.Int32VarP(&opts.priority, "priority", "p", 0, "queue `priority`: higher runs first")
 	f.IntVar(&opts.maxAttempts, "max-attempts", 0, fmt.Sprintf("`times` to start the task when hosts are lost (default %d)", tasks.DefaultMaxAttempts))

@@ -23,7 +23,7 @@ func parseSubmit(t *testing.T, args ...string) (tasks.Spec, error) {
 	f := cmd.Flags()
 	opts.group, _ = f.GetString("group")
 	opts.tags, _ = f.GetStringSlice("tag")
-	opts.labels, _ = f.GetStringSlice("label")
+	opts.labels, _ = f.GetStringArray("label")
 	opts.timeout, _ = f.GetString("timeout")
 	opts.priority, _ = f.GetInt32("priority")
 	opts.maxAttempts, _ = f.GetInt("max-attempts")

@@ -333,7 +333,7 @@ fetches every page. -q prints only the ids, -o json an object
 	f.StringSliceVarP(&opts.groups, "group", "g", nil, "only these `groups`")
 	f.StringSliceVarP(&opts.states, "state", "s", nil, "only these `states`: queued, running, succeeded, failed, timed_out, cancelled")
 	f.StringSliceVarP(&opts.tags, "tag", "t", nil, "only tasks requiring all these `tags`")
-	f.StringSliceVarP(&opts.labels, "label", "l", nil, "only tasks with all these `labels`")
+	f.StringArrayVarP(&opts.labels, "label", "l", nil, "only tasks with this `label` (repeat: all of them)")
 	f.StringVar(&opts.creator, "creator", "", "only tasks submitted by `user`")
 	f.StringVar(&opts.host, "host", "", "only tasks run on `host`")
 	f.StringVar(&opts.since, "since", "", "only tasks created at or after `time` (RFC 3339, date, or duration ago like 2h)")

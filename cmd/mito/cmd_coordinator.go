@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,6 +26,7 @@ import (
 	"github.com/mitolab/mito/coordinator/store/postgres"
 	"github.com/mitolab/mito/coordinator/store/sqlite"
 	"github.com/mitolab/mito/inventory"
+	"github.com/mitolab/mito/transport/ssh"
 )
 
 func init() { register(newCoordinatorCmd) }
@@ -43,6 +46,8 @@ type coordinatorOptions struct {
 	logFormat string
 	tlsCert   string
 	tlsKey    string
+	sshConfig string
+	reload    time.Duration
 }
 
 func newCoordinatorCmd() *cobra.Command {
@@ -85,6 +90,8 @@ listens beyond loopback: passwords and tokens cross the API.`,
 	f.StringVar(&opts.shim, "shim", os.Getenv("MITO_SHIM"), "shim binary for local hosts (default: mito-shim beside this binary, else this binary's worker --stdio)")
 	f.DurationVar(&opts.leaseTTL, "lease-ttl", 30*time.Second, "how long a host keeps a task without renewing its lease")
 	f.DurationVar(&opts.killGrace, "kill-grace", 5*time.Second, "time between SIGTERM and SIGKILL when a task is stopped")
+	f.StringVar(&opts.sshConfig, "ssh-config", os.Getenv("MITO_SSH_CONFIG"), "ssh_config file to honour for SSH hosts (default ~/.ssh/config; \"none\" to ignore it)")
+	f.DurationVar(&opts.reload, "reload-every", 2*time.Second, "how often to look for a changed inventory file (SIGHUP reloads at once; 0 to only reload on SIGHUP)")
 	f.StringVar(&opts.tlsCert, "tls-cert", os.Getenv("MITO_TLS_CERT"), "serve HTTPS with this certificate (PEM); needs --tls-key")
 	f.StringVar(&opts.tlsKey, "tls-key", os.Getenv("MITO_TLS_KEY"), "private key (PEM) of --tls-cert")
 	f.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -123,6 +130,29 @@ func newLogger(level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
 	}
 	return nil, usagef("--log-format: %q is not text or json", format)
+}
+
+// shimBinaries finds the static shims to push to SSH hosts beside the
+// mito binary: mito-shim-linux-amd64 and mito-shim-linux-arm64 (make
+// shims), and mito-shim itself for this machine's platform.
+func shimBinaries(local []string) map[string]string {
+	out := make(map[string]string)
+	self, err := os.Executable()
+	if err != nil {
+		return out
+	}
+	dir := filepath.Dir(self)
+	for _, arch := range []string{"amd64", "arm64"} {
+		p := filepath.Join(dir, "mito-shim-linux-"+arch)
+		if _, err := os.Stat(p); err == nil {
+			out["linux/"+arch] = p
+		}
+	}
+	here := runtime.GOOS + "/" + runtime.GOARCH
+	if _, ok := out[here]; !ok && len(local) == 1 && filepath.Base(local[0]) == "mito-shim" {
+		out[here] = local[0]
+	}
+	return out
 }
 
 // shimCommand finds the shim for local hosts.
@@ -224,6 +254,8 @@ func runCoordinator(ctx context.Context, opts coordinatorOptions) error {
 	}
 	c := coordinator.New(coordinator.Config{
 		Store: st, Artifacts: arts, Logger: log, Hosts: hosts, ShimCommand: shim,
+		Shims:    shimBinaries(shim),
+		SSH:      ssh.Config{SSHConfig: opts.sshConfig},
 		LeaseTTL: opts.leaseTTL, KillGrace: opts.killGrace,
 	})
 	pwFile := filepath.Join(opts.dataDir, "admin-password")
@@ -266,6 +298,12 @@ func runCoordinator(ctx context.Context, opts coordinatorOptions) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.Run(gctx) })
+	if opts.inventory != "" {
+		g.Go(func() error {
+			watchInventory(gctx, opts.inventory, opts.reload, log, c.UpdateHosts)
+			return nil
+		})
+	}
 	g.Go(func() error {
 		serve := func() error { return srv.Serve(ln) }
 		if opts.tlsCert != "" {
@@ -310,4 +348,46 @@ func lockDataDir(dir string) (unlock func(), err error) {
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	return func() { f.Close() }, nil
+}
+
+// watchInventory reloads the inventory on SIGHUP, and when the file
+// changes (checked every `every`). A file with problems is reported and
+// ignored: the coordinator keeps the hosts it has.
+func watchInventory(ctx context.Context, path string, every time.Duration, log *slog.Logger, apply func([]inventory.Host)) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	var tick <-chan time.Time
+	if every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
+	stamp := func() string {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return ""
+		}
+		return fmt.Sprint(fi.Size(), fi.ModTime().UnixNano())
+	}
+	last := stamp()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		case <-tick:
+			if now := stamp(); now == last {
+				continue
+			}
+		}
+		last = stamp()
+		inv, err := inventory.Load(path)
+		if err != nil {
+			log.Error("inventory not reloaded; keeping the hosts as they were", "file", path, "err", err)
+			continue
+		}
+		log.Info("inventory reloaded", "file", path, "hosts", len(inv.Hosts))
+		apply(inv.Hosts)
+	}
 }

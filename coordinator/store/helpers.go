@@ -5,7 +5,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/mitolab/mito/tasks"
 )
@@ -146,4 +151,54 @@ func JoinLog(rows LogChunks, off int64, limit int) ([]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// CheckHostPort returns EInvalid unless hostport is "host:port" with a
+// host and a port number, as host keys are pinned by.
+func CheckHostPort(hostport string) error {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return tasks.Invalid("hostport", "%q is not host:port", hostport)
+	}
+	if host == "" {
+		return tasks.Invalid("hostport", "%q has no host", hostport)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return tasks.Invalid("hostport", "%q has no valid port", hostport)
+	}
+	return nil
+}
+
+// NormalizeHostKey parses key in authorized_keys form and returns it as
+// the stores keep it: "type base64", without options or comment, so that
+// the same key given twice, with or without a comment or the trailing
+// newline of ssh.MarshalAuthorizedKey, compares equal.
+func NormalizeHostKey(key string) (string, error) {
+	key = strings.TrimSpace(key)
+	if strings.ContainsAny(key, "\r\n") {
+		return "", tasks.Invalid("key", "must be one line in authorized_keys form")
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(key))
+	if err != nil {
+		return "", tasks.Invalid("key", "is not a public key in authorized_keys form: %v", err)
+	}
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))), nil
+}
+
+// HostKeyConflict is PinHostKey's error when offered is not the key
+// pinned for hostport: both keys named by type and SHA256 fingerprint, as
+// ssh names them, so that a user can compare them with ssh-keygen -lf.
+func HostKeyConflict(hostport, pinned, offered string) *tasks.Error {
+	return tasks.Errorf(tasks.EConflict, "host key of %s changed: it offers %s, but %s is pinned (accept-new pins the first key seen)",
+		hostport, describeKey(offered), describeKey(pinned))
+}
+
+// describeKey names a normalized key by type and fingerprint, or gives it
+// as it is if it does not parse.
+func describeKey(key string) string {
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(key))
+	if err != nil {
+		return strconv.Quote(key)
+	}
+	return pub.Type() + " " + ssh.FingerprintSHA256(pub)
 }

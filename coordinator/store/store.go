@@ -119,6 +119,19 @@ type Store interface {
 	// GetHost returns one host. ENotFound if none.
 	GetHost(ctx context.Context, name string) (tasks.Host, error)
 
+	// PinnedHostKey returns the host key pinned for hostport ("host:port")
+	// under the accept-new policy, in authorized_keys form ("type base64",
+	// no comment); ok is false when none is. EInvalid if hostport is not
+	// host:port.
+	PinnedHostKey(ctx context.Context, hostport string) (key string, ok bool, err error)
+	// PinHostKey pins key (authorized_keys form; a comment is dropped) for
+	// hostport if none is pinned yet; if another key is pinned, it returns
+	// an EConflict *tasks.Error naming the host and both keys' types and
+	// SHA256 fingerprints. Pinning the same key again is not an error. Of
+	// concurrent pins of different keys exactly one wins. A pin is never
+	// replaced. EInvalid if hostport is not host:port or key does not parse.
+	PinHostKey(ctx context.Context, hostport, key string) error
+
 	// Close releases the store's connections.
 	Close() error
 }

@@ -44,6 +44,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Logs", testLogs},
 		{"Artifacts", testArtifacts},
 		{"Hosts", testHosts},
+		{"HostKeys", testHostKeys},
+		{"HostKeysConcurrent", testHostKeysConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

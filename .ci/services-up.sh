@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start the services the tests need, on ports of their own, and write their
-# addresses to $LAB/env. It installs what is missing on a fresh Debian
+# addresses to $LAB/env: a PostgreSQL, and (as root) five OpenSSH sshd hosts,
+# three on loopback and two in network namespaces (see ssh-hosts.sh). It installs what is missing on a fresh Debian
 # machine (as root), never touches a service it did not start, and is safe
 # to run twice. Stop them with services-down.sh.
 set -euo pipefail

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -64,7 +65,25 @@ type lab struct {
 	cfgDir string
 	work   string // shims' work root
 	cmd    *exec.Cmd
-	logs   *bytes.Buffer
+	logs   *syncBuffer
+}
+
+// syncBuffer collects a process's output while tests read it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func freePort(t *testing.T) string {
@@ -86,7 +105,7 @@ func startLab(t *testing.T, inventory string, extraArgs ...string) *lab {
 		t.Fatal(err)
 	}
 	addr := freePort(t)
-	l := &lab{t: t, url: "http://" + addr, data: filepath.Join(dir, "data"), cfgDir: filepath.Join(dir, "config"), work: filepath.Join(dir, "work"), logs: &bytes.Buffer{}}
+	l := &lab{t: t, url: "http://" + addr, data: filepath.Join(dir, "data"), cfgDir: filepath.Join(dir, "config"), work: filepath.Join(dir, "work"), logs: &syncBuffer{}}
 	args := append([]string{"coordinator", "--listen", addr, "--data-dir", filepath.Join(dir, "data"), "--inventory", inv, "--lease-ttl", "4s", "--kill-grace", "1s", "--log-level", "debug"}, extraArgs...)
 	l.cmd = exec.Command(filepath.Join(bin, "mito"), args...)
 	l.cmd.Env = append(os.Environ(), "MITO_ADMIN_PASSWORD="+adminPassword, "TMPDIR="+l.work)

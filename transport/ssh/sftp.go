@@ -24,21 +24,25 @@ const uploadChunk = 32 << 10
 // use: one subsystem serves every upload and stat of the connection.
 func (c *Client) sftpClient() (*sftp.Client, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.sftp != nil {
-		return c.sftp, nil
+	sc := c.sftp
+	c.mu.Unlock()
+	if sc != nil {
+		return sc, nil
 	}
-	select {
-	case <-c.done:
-		return nil, fmt.Errorf("ssh %s: open sftp: %w", c.name, c.doneErr)
-	default:
+	if err := c.Err(); err != nil {
+		return nil, fmt.Errorf("ssh %s: open sftp: %w", c.name, err)
 	}
-	// NewClient talks to the server (it waits for its version packet):
-	// this is the one network exchange made under mu, and it is bounded
-	// by the keepalive closing a dead connection.
+	// Opened outside mu (it waits for the server's version packet); if
+	// two callers race, the loser closes its extra subsystem.
 	sc, err := sftp.NewClient(c.ssh, sftp.UseConcurrentWrites(false))
 	if err != nil {
 		return nil, fmt.Errorf("ssh %s: open sftp: %w", c.name, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sftp != nil {
+		sc.Close()
+		return c.sftp, nil
 	}
 	c.sftp = sc
 	return sc, nil

@@ -202,7 +202,7 @@ func TestStart(t *testing.T) {
 	e.trust(t, s.KnownHostsLine())
 	c := e.dial(t, e.target("lab1", s))
 
-	sess, err := c.Start(context.Background(), "tr a-z A-Z; echo done >&2")
+	sess, err := c.Start(context.Background(), `while read -r l; do echo "$l" | tr a-z A-Z; done; echo done >&2`)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -497,7 +497,9 @@ func TestHostCertificate(t *testing.T) {
 	good := e.server(t, sshtest.Options{HostKeys: []xssh.Signer{sshtest.HostCertSigner(t, hostKey, ca, "127.0.0.1")}})
 	bad := e.server(t, sshtest.Options{HostKeys: []xssh.Signer{sshtest.HostCertSigner(t, sshtest.MustKey(t), otherCA, "127.0.0.1")}})
 	wrongName := e.server(t, sshtest.Options{HostKeys: []xssh.Signer{sshtest.HostCertSigner(t, sshtest.MustKey(t), ca, "somewhere.else")}})
-	e.trust(t, "@cert-authority 127.0.0.1,[127.0.0.1]:* "+strings.TrimSpace(string(xssh.MarshalAuthorizedKey(ca.PublicKey()))))
+	for _, s := range []*sshtest.Server{good, bad, wrongName} {
+		e.trust(t, sshtest.CertAuthorityLine(s.Addr(), ca.PublicKey()))
+	}
 
 	c := e.dial(t, e.target("good", good))
 	if _, err := c.Run(context.Background(), "true"); err != nil {
@@ -577,7 +579,7 @@ func TestAcceptNew(t *testing.T) {
 	// The host's key changes: refused.
 	other := sshtest.MustKey(t).PublicKey()
 	pins.Pin(context.Background(), s.Addr(), string(xssh.MarshalAuthorizedKey(other)))
-	logins := s.Logins()
+	waitFor(t, "two logins", func() bool { return s.Logins() == 2 })
 	se := e.dialErr(t, tg, ssh.KindHostKey)
 	hke := hostKeyError(t, se)
 	if hke.Got != xssh.FingerprintSHA256(s.HostKey()) || len(hke.Want) != 1 || hke.Want[0] != xssh.FingerprintSHA256(other) {
@@ -586,7 +588,7 @@ func TestAcceptNew(t *testing.T) {
 	if !strings.Contains(se.Error(), "pinned") {
 		t.Errorf("message %q does not say the key was pinned", se)
 	}
-	if s.Logins() != logins {
+	if s.Logins() != 2 {
 		t.Errorf("server saw a login after the refused key")
 	}
 
@@ -846,6 +848,9 @@ Host behind
 
 	// Target fields override ssh_config.
 	c2 := e.dial(t, ssh.Target{Name: "lab1", Address: "lab", User: "dave"})
+	if _, err := c2.Run(context.Background(), "true"); err != nil {
+		t.Fatal(err)
+	}
 	c2.Close()
 	if u := s.Users(); len(u) != 2 || u[1] != "dave" {
 		t.Errorf("users = %v; want [alice dave]", u)

@@ -34,15 +34,33 @@ func (c *Coordinator) hostOf(s *session) tasks.Host {
 	return h
 }
 
-// setHostState records a host's state, in memory and in the store.
+// setHostState records a host's state, in memory and in the store. A
+// draining host stays draining, whatever its link does, until it goes
+// offline: it must not claim again after a reconnect.
 func (c *Coordinator) setHostState(ctx context.Context, s *session, st tasks.HostState, lastErr string) {
 	c.mu.Lock()
-	s.host.State, s.host.LastError, s.host.UpdatedAt = st, lastErr, c.cfg.Now().UTC()
-	h := s.host
+	h := c.setHostStateLocked(s, st, lastErr)
 	c.mu.Unlock()
 	if err := c.store.PutHost(ctx, h); err != nil && ctx.Err() == nil {
 		c.log.Warn("store host", logHost, h.Name, logErr, err)
 	}
+}
+
+// setHostStateLocked is setHostState's in-memory part; c.mu must be held.
+// It returns a copy of the host to store.
+func (c *Coordinator) setHostStateLocked(s *session, st tasks.HostState, lastErr string) tasks.Host {
+	switch {
+	case s.draining && st != tasks.HostOffline:
+		st = tasks.HostDraining
+	case st == tasks.HostReady && !s.flakySince.IsZero():
+		// Up again after a failure: degraded, with the failure shown, until
+		// the link has held for a while.
+		st, lastErr = tasks.HostDegraded, s.host.LastError
+	}
+	s.host.State, s.host.LastError, s.host.UpdatedAt = st, lastErr, c.cfg.Now().UTC()
+	h := s.host
+	h.Tags, h.Groups = slices.Clone(h.Tags), slices.Clone(h.Groups)
+	return h
 }
 
 func claimParams(h tasks.Host, max int, ttl time.Duration, now time.Time) store.ClaimParams {
@@ -152,6 +170,9 @@ func (c *Coordinator) startDriver(ctx context.Context, h inventory.Host, after <
 // new, then disconnects it.
 func (c *Coordinator) drain(ctx context.Context, d *hostDriver) {
 	defer d.cancel()
+	c.mu.Lock()
+	d.s.draining = true
+	c.mu.Unlock()
 	c.setHostState(ctx, d.s, tasks.HostDraining, "")
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -194,13 +215,16 @@ func (c *Coordinator) driveHost(ctx context.Context, d *hostDriver) {
 			c.setHostState(ctx, s, tasks.HostConnecting, c.hostOf(s).LastError)
 		}
 		start := time.Now()
-		err := c.connectHost(ctx, d)
+		err := c.connectStable(ctx, d)
 		if ctx.Err() != nil {
 			return
 		}
 		if time.Since(start) > stableLink {
 			backoff = minBackoff
 		}
+		c.mu.Lock()
+		s.flakySince = time.Now()
+		c.mu.Unlock()
 		msg := "shim exited"
 		if err != nil {
 			msg = err.Error()
@@ -219,6 +243,31 @@ func (c *Coordinator) driveHost(ctx context.Context, d *hostDriver) {
 		}
 		backoff = min(backoff*2, maxBackoff)
 	}
+}
+
+// connectStable runs one link with connectHost; once the link has held
+// for stableLink, a degraded host counts as ready again.
+func (c *Coordinator) connectStable(ctx context.Context, d *hostDriver) error {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-time.After(stableLink):
+		case <-stop:
+			return
+		}
+		c.mu.Lock()
+		d.s.flakySince = time.Time{}
+		degraded := d.s.host.State == tasks.HostDegraded
+		c.mu.Unlock()
+		if degraded {
+			c.setHostState(ctx, d.s, tasks.HostReady, "")
+		}
+	}()
+	err := c.connectHost(ctx, d)
+	close(stop)
+	<-done
+	return err
 }
 
 // connectHost runs one link to a host until it ends.

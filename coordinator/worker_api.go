@@ -31,8 +31,14 @@ type session struct {
 	user      string
 	tokenHash string
 	// lastSeen is when the session last called, for expiring TCP sessions.
-	// Guarded by Coordinator.mu.
+	// Guarded by Coordinator.mu, like the fields below.
 	lastSeen time.Time
+	// draining marks a host removed from the inventory: it finishes its
+	// running tasks and claims nothing new.
+	draining bool
+	// flakySince is when the host's last link failed; zero once a link has
+	// held for stableLink.
+	flakySince time.Time
 }
 
 const sessionKey ctxKey = iota + 100
@@ -128,8 +134,7 @@ func (c *Coordinator) handleRegister(w http.ResponseWriter, r *http.Request) err
 	}
 	c.mu.Lock()
 	s.host.OS, s.host.Arch = req.OS, req.Arch
-	s.host.State, s.host.LastError, s.host.UpdatedAt = tasks.HostReady, "", c.cfg.Now().UTC()
-	h := s.host
+	h := c.setHostStateLocked(s, tasks.HostReady, "")
 	c.mu.Unlock()
 	if err := c.store.PutHost(r.Context(), h); err != nil {
 		return err
@@ -292,7 +297,10 @@ func (c *Coordinator) claim(ctx context.Context, s *session, groups []string, ma
 		return ev.State == tasks.Queued && slices.Contains(groups, ev.Group)
 	}, func() (bool, error) {
 		h := c.hostOf(s)
-		if h.State == tasks.HostDraining {
+		c.mu.Lock()
+		draining := s.draining
+		c.mu.Unlock()
+		if draining {
 			return true, nil // a draining host finishes what it runs and takes nothing new
 		}
 		h.Groups = groups

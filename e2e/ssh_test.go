@@ -231,7 +231,10 @@ func TestSSHHosts(t *testing.T) {
 		if out := l.mustRun(nil, "client", "tasks", "logs", id(tid)); out != "done\n" {
 			t.Errorf("logs %q; want one run's output", out)
 		}
-		l.waitHosts(60*time.Second, tasks.HostReady, "h2")
+		// Back, but degraded (with the failure shown) until the link has held a while.
+		if h := l.waitHosts(60*time.Second, tasks.HostDegraded, "h2")["h2"]; h.LastError == "" {
+			t.Errorf("degraded host h2 shows no last error")
+		}
 	})
 
 	t.Run("stop leaves nothing running on the hosts", func(t *testing.T) {

@@ -63,6 +63,10 @@ type options struct {
 	cpuProfile string
 	stats      bool
 	verbose    bool
+
+	transport string
+	hostsSet  bool // -hosts was given
+	ssh       sshOptions
 }
 
 func main() {
@@ -70,7 +74,7 @@ func main() {
 	flag.StringVar(&o.store, "store", "sqlite", "store: sqlite or postgres")
 	flag.StringVar(&o.pgURL, "pg", os.Getenv("MITO_TEST_PG_URL"), "PostgreSQL URL for -store postgres (default $MITO_TEST_PG_URL); the bench works in a fresh schema and drops it")
 	flag.IntVar(&o.pgConns, "pg-conns", 0, "PostgreSQL connection pool size (default: the store's, the larger of 4 and the number of CPUs)")
-	flag.IntVar(&o.hosts, "hosts", 2, "number of local hosts (shim processes)")
+	flag.IntVar(&o.hosts, "hosts", 2, "number of local hosts (shim processes); with -transport ssh, the first N of the SSH hosts (default all)")
 	flag.IntVar(&o.slots, "slots", 4, "slots per host")
 	flag.IntVar(&o.tasks, "tasks", 2000, "no-op tasks in the throughput run")
 	flag.IntVar(&o.batch, "batch", 500, "tasks per SubmitBatch call in the throughput run")
@@ -82,7 +86,10 @@ func main() {
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the in-process coordinator (and the bench client) to this file")
 	flag.BoolVar(&o.stats, "stats", false, "write to stderr how many store calls of each kind a task cost, and their mean time")
 	flag.BoolVar(&o.verbose, "v", false, "log the coordinator at info level to stderr (default: warnings only)")
+	flag.StringVar(&o.transport, "transport", "local", "hosts: local (shim child processes) or ssh (real sshd hosts; see the -ssh-* flags)")
+	sshFlags(&o.ssh)
 	flag.Parse()
+	flag.Visit(func(f *flag.Flag) { o.hostsSet = o.hostsSet || f.Name == "hosts" })
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)
@@ -105,6 +112,13 @@ type result struct {
 }
 
 func run(o options) error {
+	switch o.transport {
+	case "local":
+	case "ssh":
+		return runSSH(o)
+	default:
+		return fmt.Errorf("-transport: want local or ssh, got %q", o.transport)
+	}
 	if o.hosts < 1 || o.slots < 1 || o.tasks < 1 || o.batch < 1 || o.samples < 0 {
 		return errors.New("-hosts, -slots, -tasks and -batch must be positive, -latency-samples not negative")
 	}
@@ -203,13 +217,9 @@ func openStore(ctx context.Context, o options, dir string) (store.Store, func(),
 	return nil, nil, fmt.Errorf("-store: want sqlite or postgres, got %q", o.store)
 }
 
-// bench runs a coordinator with its hosts, measures, and stops it all.
+// bench runs a coordinator with local hosts, measures, and stops it all.
 func bench(ctx context.Context, o options, st store.Store, dir, shim string) (result, error) {
 	res := result{store: o.store, hosts: o.hosts, slots: o.slots, tasks: o.tasks}
-	arts, err := artifacts.NewDir(filepath.Join(dir, "artifacts"))
-	if err != nil {
-		return res, err
-	}
 	level := slog.LevelWarn
 	if o.verbose {
 		level = slog.LevelInfo
@@ -221,23 +231,57 @@ func bench(ctx context.Context, o options, st store.Store, dir, shim string) (re
 			Groups: []string{group}, Slots: o.slots, Artifacts: inventory.ArtifactsAuto,
 		})
 	}
-	counted := newCountingStore(st)
-	c := coordinator.New(coordinator.Config{
-		Store: counted, Artifacts: arts, Hosts: hosts,
+	in, err := start(ctx, st, dir, coordinator.Config{
+		Hosts:       hosts,
 		Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 		ShimCommand: []string{shim, "-work-dir", filepath.Join(dir, "work")},
 	})
-	if _, err := c.EnsureAdmin(ctx, adminPassword, filepath.Join(dir, "admin-password")); err != nil {
+	if err != nil {
 		return res, err
+	}
+	defer in.shutdown()
+	if err := waitHostsReady(ctx, in.cl, o.hosts); err != nil {
+		return res, err
+	}
+	if err := measure(ctx, o, in, &res); err != nil {
+		return res, err
+	}
+	in.shutdown() // every shim has exited, so its CPU counts as the children's
+	self1, child1 := cpu()
+	res.selfCPU, res.child = self1-res.selfCPU, child1-res.child
+	return res, nil
+}
+
+// instance is a running coordinator with its HTTP server and a client
+// logged in as the admin.
+type instance struct {
+	cl       *client.Client
+	counted  *countingStore
+	runStart time.Time // when Run was called
+	shutdown func()    // stops Run (waiting for every host link to end) and the server; idempotent
+}
+
+// start starts a coordinator on st with cfg's hosts, logs in, and only
+// then calls Run, so that runStart is the moment the hosts start to
+// connect.
+func start(ctx context.Context, st store.Store, dir string, cfg coordinator.Config) (*instance, error) {
+	arts, err := artifacts.NewDir(filepath.Join(dir, "artifacts"))
+	if err != nil {
+		return nil, err
+	}
+	counted := newCountingStore(st)
+	cfg.Store, cfg.Artifacts = counted, arts
+	c := coordinator.New(cfg)
+	if _, err := c.EnsureAdmin(ctx, adminPassword, filepath.Join(dir, "admin-password")); err != nil {
+		return nil, err
 	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return res, fmt.Errorf("listen: %w", err)
+		return nil, fmt.Errorf("listen: %w", err)
 	}
 	// Long polls watch reqCtx, so that shutdown does not wait for them.
 	reqCtx, stopRequests := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopRequests()
 	srv := &http.Server{
 		Handler:           c.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -247,62 +291,69 @@ func bench(ctx context.Context, o options, st store.Store, dir, shim string) (re
 	go func() { served <- srv.Serve(ln) }()
 	runCtx, stopRun := context.WithCancel(ctx)
 	ran := make(chan error, 1)
-	go func() { ran <- c.Run(runCtx) }()
-	stopped := false
-	shutdown := func() {
+	running, stopped := false, false
+	in := &instance{counted: counted}
+	in.shutdown = func() {
 		if stopped {
 			return
 		}
 		stopped = true
 		stopRun()
-		<-ran // every shim has exited, so its CPU counts as the children's
+		if running {
+			<-ran
+		}
 		stopRequests()
 		_ = srv.Close()
 		<-served
 	}
-	defer shutdown()
 
 	url := "http://" + ln.Addr().String()
 	anon, err := client.New(url)
-	if err != nil {
-		return res, err
-	}
-	cred, err := anon.Login(ctx, "admin", adminPassword, 0)
-	if err != nil {
-		return res, fmt.Errorf("log in: %w", err)
-	}
-	cl, err := client.New(url, client.WithToken(cred.Token))
-	if err != nil {
-		return res, err
-	}
-	if err := waitHostsReady(ctx, cl, o.hosts); err != nil {
-		return res, err
-	}
-	// One task per slot first, so that the measured runs do not include
-	// the first exec of every shim and the store's first statements.
-	if _, err := throughput(ctx, cl, o.hosts*o.slots, o.batch); err != nil {
-		return res, fmt.Errorf("warm up: %w", err)
-	}
-
-	self0, child0 := cpu()
-	calls0 := counted.snapshot()
-	if res.elapsed, err = throughput(ctx, cl, o.tasks, o.batch); err != nil {
-		return res, err
-	}
-	calls1 := counted.snapshot()
-	if res.claim, res.done, err = latency(ctx, cl, o.samples, o.gap); err != nil {
-		return res, err
-	}
-	if o.stats {
-		report(os.Stderr, fmt.Sprintf("the throughput run, %s %d×%d", o.store, o.hosts, o.slots), calls0, calls1, o.tasks)
-		if o.samples > 0 {
-			report(os.Stderr, "the latency run", calls1, counted.snapshot(), o.samples)
+	if err == nil {
+		var cred *client.Credential
+		if cred, err = anon.Login(ctx, "admin", adminPassword, 0); err != nil {
+			err = fmt.Errorf("log in: %w", err)
+		} else {
+			in.cl, err = client.New(url, client.WithToken(cred.Token))
 		}
 	}
-	shutdown()
-	self1, child1 := cpu()
-	res.selfCPU, res.child = self1-self0, child1-child0
-	return res, nil
+	if err != nil {
+		in.shutdown()
+		return nil, err
+	}
+	running = true
+	in.runStart = time.Now()
+	go func() { ran <- c.Run(runCtx) }()
+	return in, nil
+}
+
+// measure runs the warm-up, the throughput run and the latency run on a
+// coordinator whose hosts are ready, filling in res. It leaves in
+// res.selfCPU and res.child the CPU times before the measured part, for
+// the caller to subtract.
+func measure(ctx context.Context, o options, in *instance, res *result) error {
+	// One task per slot first, so that the measured runs do not include
+	// the first exec of every shim and the store's first statements.
+	if _, err := throughput(ctx, in.cl, res.hosts*res.slots, o.batch); err != nil {
+		return fmt.Errorf("warm up: %w", err)
+	}
+	res.selfCPU, res.child = cpu()
+	calls0 := in.counted.snapshot()
+	var err error
+	if res.elapsed, err = throughput(ctx, in.cl, res.tasks, o.batch); err != nil {
+		return err
+	}
+	calls1 := in.counted.snapshot()
+	if res.claim, res.done, err = latency(ctx, in.cl, o.samples, o.gap); err != nil {
+		return err
+	}
+	if o.stats {
+		report(os.Stderr, fmt.Sprintf("the throughput run, %s %s %d×%d", o.transport, o.store, res.hosts, res.slots), calls0, calls1, res.tasks)
+		if o.samples > 0 {
+			report(os.Stderr, "the latency run", calls1, in.counted.snapshot(), o.samples)
+		}
+	}
+	return nil
 }
 
 // waitHostsReady waits until n hosts have registered.

@@ -5,10 +5,18 @@
 // the worker protocol over its stdin/stdout. Tasks are submitted and
 // followed with the Go SDK over loopback HTTP, as a user's program would.
 //
+// With -transport ssh the hosts are real sshd hosts instead (by default
+// those of .ci/services-up.sh, from MITO_TEST_SSH_*): the coordinator dials
+// each, pushes the static shim and runs it over the SSH session. Before the
+// tasks, it starts a coordinator -starts times cold (the pushed shim
+// deleted first) and as often warm (the shim left there), alternately, and
+// reports the time from Run to every host ready and where it went.
+//
 // It prints markdown table rows; bench/run.sh runs it for a few
 // configurations and docs/benchmarks.md keeps the results.
 //
 //	go run ./bench -store sqlite -hosts 2 -slots 4 -tasks 2000 -shim bin/mito-shim
+//	go run ./bench -transport ssh -slots 2 -tasks 2000 -probe 3 -header
 package main
 
 import (
@@ -258,7 +266,10 @@ type instance struct {
 	cl       *client.Client
 	counted  *countingStore
 	runStart time.Time // when Run was called
-	shutdown func()    // stops Run (waiting for every host link to end) and the server; idempotent
+	// childCPU, if set, returns the CPU time of the hosts' processes
+	// instead of this process's waited-for children.
+	childCPU func() time.Duration
+	shutdown func() // stops Run (waiting for every host link to end) and the server; idempotent
 }
 
 // start starts a coordinator on st with cfg's hosts, logs in, and only
@@ -338,6 +349,9 @@ func measure(ctx context.Context, o options, in *instance, res *result) error {
 		return fmt.Errorf("warm up: %w", err)
 	}
 	res.selfCPU, res.child = cpu()
+	if in.childCPU != nil {
+		res.child = in.childCPU()
+	}
 	calls0 := in.counted.snapshot()
 	var err error
 	if res.elapsed, err = throughput(ctx, in.cl, res.tasks, o.batch); err != nil {

@@ -28,6 +28,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/mitolab/mito/internal/tailbuf"
 	"github.com/mitolab/mito/inventory"
 	"github.com/mitolab/mito/tasks"
 	"github.com/mitolab/mito/transport/ssh"
@@ -38,6 +39,16 @@ const (
 	factsTimeout = 30 * time.Second
 	// opsParallel is how many hosts a multi-host call works on at once.
 	opsParallel = 8
+	// stepTimeout bounds each bootstrap step. When it passes, the step's
+	// command is killed (its SSH session closed; for a local host, its
+	// process group) and the step fails "timed out after 10m0s". A copy
+	// step notices it between chunks of its upload.
+	stepTimeout = 10 * time.Minute
+	// outputGrace is how long a run step goes on reading output after its
+	// command exited: a command that leaves a daemon holding its stdout
+	// ("nohup iperf3 -s &" without redirections) has still succeeded, and
+	// what the daemon writes later is dropped.
+	outputGrace = ssh.OutputGrace
 )
 
 // factsScript prints what HostFacts holds as "@section NAME" blocks of
@@ -114,10 +125,13 @@ type opsTarget interface {
 	Close() error
 }
 
-// opsState is the coordinator's memory of host operations. It lives beside
-// Coordinator rather than in it only because the host manager's files are
-// edited separately; one per coordinator, created on first use.
+// opsState is a coordinator's memory of host operations: one per
+// Coordinator, made by newOpsState.
 type opsState struct {
+	// stepTimeout bounds each bootstrap step: stepTimeout, shorter in
+	// tests.
+	stepTimeout time.Duration
+
 	// mu guards the fields below.
 	mu sync.Mutex
 	// copied remembers each file a bootstrap copy step wrote, by host and
@@ -127,11 +141,17 @@ type opsState struct {
 	busy map[string]bool
 }
 
-var opsStates sync.Map // *Coordinator → *opsState
+func newOpsState() *opsState {
+	return &opsState{
+		stepTimeout: stepTimeout,
+		copied:      make(map[copyKey]copyRecord),
+		busy:        make(map[string]bool),
+	}
+}
 
+// ops returns the coordinator's host operations state.
 func (c *Coordinator) ops() *opsState {
-	v, _ := opsStates.LoadOrStore(c, &opsState{copied: map[copyKey]copyRecord{}, busy: map[string]bool{}})
-	return v.(*opsState)
+	return c.hostOps
 }
 
 // copyKey names a file on a host. The connection settings are part of it,
@@ -741,13 +761,19 @@ func (c *Coordinator) bootstrap(ctx context.Context, u tasks.User, h inventory.H
 		return fail(err)
 	}
 	defer t.Close()
+	timeout := c.ops().stepTimeout
 	for i, s := range h.Bootstrap {
 		sr := &res.Steps[i]
+		sctx, cancel := context.WithTimeout(ctx, timeout)
 		if s.Copy != nil {
-			c.copyStep(ctx, t, h, *s.Copy, dry, sr)
+			c.copyStep(sctx, t, h, *s.Copy, dry, sr)
 		} else {
-			c.runStep(ctx, t, s.Run, dry, sr)
+			c.runStep(sctx, t, s.Run, dry, sr)
 		}
+		if sr.Status == tasks.StepFailed && ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded) {
+			sr.Error = fmt.Sprintf("timed out after %s", timeout)
+		}
+		cancel()
 		if !dry {
 			c.log.Info("bootstrap step", logHost, h.Name, logUser, u.Name, "step", sr.Index, "kind", sr.Kind, "status", sr.Status)
 		}
@@ -768,9 +794,9 @@ func (c *Coordinator) runStep(ctx context.Context, t opsTarget, cmd string, dry 
 		sr.Status = tasks.StepWouldRun
 		return
 	}
-	out := &tailBuffer{max: tasks.MaxStepOutput}
+	out := tailbuf.New(tasks.MaxStepOutput)
 	err := t.RunCombined(ctx, cmd, out)
-	sr.Output = strings.ToValidUTF8(string(out.buf), "\uFFFD")
+	sr.Output = strings.ToValidUTF8(out.String(), "\uFFFD")
 	if err != nil {
 		sr.Status, sr.Error = tasks.StepFailed, err.Error()
 		return
@@ -855,48 +881,9 @@ func (c *Coordinator) copyStep(ctx context.Context, t opsTarget, h inventory.Hos
 	st.copied[key] = copyRecord{sum: sum, size: size, mode: mode, mtime: after.ModTime()}
 }
 
-// tailBuffer keeps the last max bytes written to it: the end of a
-// command's output is where its error is.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-// sshOps is an SSH host for host operations.
+// sshOps is an SSH host for host operations. Its RunCombined stops
+// reading output ssh.OutputGrace after the command exited.
 type sshOps struct{ *ssh.Client }
-
-// RunCombined runs cmd in a session and copies its stdout and stderr to
-// w as they come.
-func (t sshOps) RunCombined(ctx context.Context, cmd string, w io.Writer) error {
-	s, err := t.Start(ctx, cmd)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	_ = s.Stdin.Close() // no input: a command that reads gets EOF
-	var g errgroup.Group
-	g.Go(func() error { _, err := io.Copy(w, s.Stdout); return err })
-	g.Go(func() error { _, err := io.Copy(w, s.Stderr); return err })
-	copyErr := g.Wait()
-	if err := s.Wait(); err != nil {
-		return err
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return copyErr
-}
 
 // localOps is the coordinator's own machine, for local hosts: commands
 // run with /bin/sh in the home directory, as over SSH, and relative paths
@@ -906,17 +893,15 @@ type localOps struct{}
 func (localOps) Close() error { return nil }
 
 func (localOps) Run(ctx context.Context, cmd string) ([]byte, error) {
-	var out tailBuffer
-	out.max = 64 << 20
-	var stderr tailBuffer
-	stderr.max = ssh.MaxStderr
-	if err := runLocal(ctx, cmd, &out, &stderr); err != nil {
-		if msg := strings.TrimSpace(string(stderr.buf)); msg != "" {
+	out := tailbuf.New(64 << 20)
+	stderr := tailbuf.New(ssh.MaxStderr)
+	if err := runLocal(ctx, cmd, out, stderr); err != nil {
+		if msg := strings.TrimSpace(stderr.String()); msg != "" {
 			err = fmt.Errorf("%w: %s", err, msg)
 		}
-		return out.buf, err
+		return out.Bytes(), err
 	}
-	return out.buf, nil
+	return out.Bytes(), nil
 }
 
 func (localOps) RunCombined(ctx context.Context, cmd string, w io.Writer) error {
@@ -936,7 +921,7 @@ func runLocal(ctx context.Context, cmd string, stdout, stderr io.Writer) error {
 	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
 	// A command that leaves a daemon holding its output open has still
 	// succeeded; stop waiting for that output after a while.
-	c.WaitDelay = 10 * time.Second
+	c.WaitDelay = outputGrace
 	err = c.Run()
 	var ee *exec.ExitError
 	switch {

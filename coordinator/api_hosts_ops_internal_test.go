@@ -244,14 +244,3 @@ func TestFactsScriptIsOneLine(t *testing.T) {
 		t.Errorf("factsCommand prints\n%s\nwant\n%s", cmd, multi)
 	}
 }
-
-func TestTailBuffer(t *testing.T) {
-	t.Parallel()
-	b := &tailBuffer{max: 5}
-	for _, s := range []string{"ab", "cdef", "", "ghijklmn", "o"} {
-		b.Write([]byte(s))
-	}
-	if got := string(b.buf); got != "klmno" {
-		t.Errorf("got %q; want %q", got, "klmno")
-	}
-}

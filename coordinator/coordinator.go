@@ -136,6 +136,8 @@ type Coordinator struct {
 	handshakes chan struct{}
 	// shimSums caches the SHA-256 of each shim binary by path.
 	shimSums sync.Map
+	// hostOps is the state of host operations (api_hosts_ops.go).
+	hostOps *opsState
 
 	// mu guards the fields below, and the mutable fields of every session
 	// (host, env, lastSeen).
@@ -151,6 +153,7 @@ func New(cfg Config) *Coordinator {
 	c := &Coordinator{
 		cfg:        cfg,
 		handshakes: make(chan struct{}, cfg.MaxHandshakes),
+		hostOps:    newOpsState(),
 		store:      cfg.Store,
 		log:        cfg.Logger,
 		sessions:   make(map[string]*session),

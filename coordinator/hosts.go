@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -70,9 +71,14 @@ func claimParams(h tasks.Host, max int, ttl time.Duration, now time.Time) store.
 // hostDriver keeps one inventory host connected.
 type hostDriver struct {
 	s      *session
-	inv    inventory.Host
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	// Guarded by Coordinator.mu:
+	inv inventory.Host
+	// forceUpload makes the next connect send the shim even if a file of
+	// the right size is there: the last one could not be executed.
+	forceUpload bool
 }
 
 // manageHosts keeps a shim running for every inventory host until ctx
@@ -83,61 +89,87 @@ func (c *Coordinator) manageHosts(ctx context.Context) error {
 	c.mu.Unlock()
 	c.UpdateHosts(c.cfg.Hosts)
 	<-ctx.Done()
+	c.mu.Lock()
+	c.runCtx = nil // no driver starts after this
+	c.mu.Unlock()
 	c.drivers.Wait()
 	return nil
 }
 
 // UpdateHosts makes the coordinator drive exactly these hosts, as after an
-// inventory reload: new hosts connect; removed hosts drain (their running
-// tasks finish, they claim nothing new) and then disconnect; hosts whose
-// connection settings or slots changed reconnect; other changes (tags,
-// groups, env) apply to the next claim. It does nothing before Run.
+// inventory reload, without dropping running tasks: new hosts connect;
+// removed hosts drain (their running tasks finish, they claim nothing new)
+// and then disconnect; a host whose connection settings changed drains on
+// its old link while the new one waits; tags, groups, env and slots apply
+// to the next claim. Before Run it only records the hosts.
 func (c *Coordinator) UpdateHosts(hosts []inventory.Host) {
+	var changed []*session
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	ctx := c.runCtx
-	if ctx == nil || ctx.Err() != nil {
-		c.cfg.Hosts = hosts
+	c.cfg.Hosts = hosts
+	if ctx == nil {
+		c.mu.Unlock()
 		return
 	}
 	seen := make(map[string]bool, len(hosts))
 	for _, h := range hosts {
 		seen[h.Name] = true
-		old, ok := c.hosts[h.Name]
+		d, ok := c.hosts[h.Name]
 		switch {
 		case !ok:
 			c.hosts[h.Name] = c.startDriver(ctx, h, nil)
-		case reconnectNeeded(old.inv, h):
-			c.log.Info("host settings changed; reconnecting", logHost, h.Name)
-			old.cancel()
-			c.hosts[h.Name] = c.startDriver(ctx, h, old.done)
+		case reconnectNeeded(d.inv, h):
+			c.log.Info("host connection settings changed; draining the old link", logHost, h.Name)
+			c.retire(ctx, d)
+			c.hosts[h.Name] = c.startDriver(ctx, h, d.done)
 		default:
-			old.inv = h
-			old.s.env = h.Env
-			old.s.host.Tags, old.s.host.Groups = h.Tags, h.Groups
+			if d.s.draining {
+				c.log.Info("host is back in the inventory", logHost, h.Name)
+				d.s.draining = false
+			}
+			d.inv, d.s.env = h, h.Env
+			d.s.host.Tags, d.s.host.Groups, d.s.host.Slots = h.Tags, h.Groups, h.Slots
+			changed = append(changed, d.s)
 		}
 	}
 	for name, d := range c.hosts {
-		if !seen[name] {
-			delete(c.hosts, name)
+		if !seen[name] && !d.s.draining {
 			c.log.Info("host removed from the inventory; draining", logHost, name)
-			c.drivers.Add(1)
-			go func() {
-				defer c.drivers.Done()
-				c.drain(ctx, d)
-			}()
+			c.retire(ctx, d)
 		}
 	}
-	c.cfg.Hosts = hosts
+	c.mu.Unlock()
+	for _, s := range changed { // store what hosts list shows
+		h := c.hostOf(s)
+		c.setHostState(ctx, s, h.State, h.LastError)
+	}
+	if groups, err := c.EnsureGroups(ctx); err != nil {
+		c.log.Error("create the inventory's groups", logErr, err)
+	} else {
+		for _, g := range groups {
+			c.log.Info("created group "+g+" for the inventory's hosts; admin is its admin", "group", g)
+		}
+	}
 }
 
 // reconnectNeeded reports whether a host's new settings need a new link.
 func reconnectNeeded(old, new inventory.Host) bool {
-	return old.Transport != new.Transport || old.Slots != new.Slots || inventory.SSHChanged(old, new)
+	return old.Transport != new.Transport || inventory.SSHChanged(old, new)
 }
 
-// startDriver starts driving h once after (if not nil) is closed. It must
-// be called with c.mu held.
+// retire marks a driver draining and disconnects it once its running tasks
+// have finished. c.mu must be held.
+func (c *Coordinator) retire(ctx context.Context, d *hostDriver) {
+	d.s.draining = true
+	c.drivers.Add(1)
+	go func() {
+		defer c.drivers.Done()
+		c.drain(ctx, d)
+	}()
+}
+
+// startDriver starts driving h once after (if not nil) is closed. c.mu
+// must be held.
 func (c *Coordinator) startDriver(ctx context.Context, h inventory.Host, after <-chan struct{}) *hostDriver {
 	dctx, cancel := context.WithCancel(ctx)
 	d := &hostDriver{
@@ -159,27 +191,35 @@ func (c *Coordinator) startDriver(ctx context.Context, h inventory.Host, after <
 		defer c.drivers.Done()
 		defer close(d.done)
 		if after != nil {
-			<-after
+			select {
+			case <-after:
+			case <-dctx.Done():
+				return
+			}
 		}
 		c.driveHost(dctx, d)
 	}()
 	return d
 }
 
-// drain lets a removed host finish its running tasks, claiming nothing
-// new, then disconnects it.
+// drain lets a draining host finish its running tasks, claiming nothing
+// new, then disconnects it. It stops early, leaving the host connected, if
+// the host is taken back into the inventory.
 func (c *Coordinator) drain(ctx context.Context, d *hostDriver) {
-	defer d.cancel()
-	c.mu.Lock()
-	d.s.draining = true
-	c.mu.Unlock()
 	c.setHostState(ctx, d.s, tasks.HostDraining, "")
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
+		c.mu.Lock()
+		draining := d.s.draining
+		c.mu.Unlock()
+		if !draining {
+			return
+		}
 		h, err := c.store.GetHost(ctx, d.s.host.Name)
 		if err == nil && h.Running == 0 {
 			c.log.Info("host drained", logHost, h.Name)
+			d.cancel()
 			return
 		}
 		select {
@@ -203,17 +243,21 @@ func (c *Coordinator) hostEnv(s *session) map[string]string {
 func (c *Coordinator) driveHost(ctx context.Context, d *hostDriver) {
 	s := d.s
 	name := s.host.Name
-	final := context.WithoutCancel(ctx)
 	defer func() {
-		if c.hostOf(s).State != tasks.HostDraining || ctx.Err() != nil {
-			c.setHostState(final, s, tasks.HostOffline, "")
+		// Offline, unless a new driver has taken the name over.
+		c.mu.Lock()
+		cur, owned := c.hosts[name]
+		if cur == d {
+			delete(c.hosts, name)
+		}
+		c.mu.Unlock()
+		if !owned || cur == d {
+			c.setHostState(context.WithoutCancel(ctx), s, tasks.HostOffline, "")
 		}
 	}()
 	backoff := minBackoff
 	for ctx.Err() == nil {
-		if st := c.hostOf(s).State; st != tasks.HostDraining {
-			c.setHostState(ctx, s, tasks.HostConnecting, c.hostOf(s).LastError)
-		}
+		c.setHostState(ctx, s, tasks.HostConnecting, c.hostOf(s).LastError)
 		start := time.Now()
 		err := c.connectStable(ctx, d)
 		if ctx.Err() != nil {
@@ -272,24 +316,82 @@ func (c *Coordinator) connectStable(ctx context.Context, d *hostDriver) error {
 
 // connectHost runs one link to a host until it ends.
 func (c *Coordinator) connectHost(ctx context.Context, d *hostDriver) error {
-	switch d.inv.Transport {
+	c.mu.Lock()
+	h := d.inv
+	c.mu.Unlock()
+	switch h.Transport {
 	case inventory.TransportLocal:
 		return c.runLocalShim(ctx, d.s)
 	case inventory.TransportSSH:
-		return c.runSSHShim(ctx, d)
+		return c.runSSHShim(ctx, d, h)
 	}
-	return fmt.Errorf("transport %q is not supported", d.inv.Transport)
+	return fmt.Errorf("transport %q is not supported", h.Transport)
+}
+
+// serveShim serves the worker protocol to a started shim over its stdout
+// and stdin until the link ends (ctx ends, the shim exits, or down is
+// closed). It then closes the shim's stdin, which tells the shim to kill
+// its tasks and exit, and waits for it up to the kill grace and a margin
+// before calling kill: a host must never be left running a task the
+// coordinator no longer follows.
+func (c *Coordinator) serveShim(ctx context.Context, s *session, stdout io.Reader, stdin io.WriteCloser, down <-chan struct{}, wait func() error, kill func()) error {
+	conn := link.NewConn(stdout, stdin, stdin.Close)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		link.ServeConn(ctx, conn, c.handler, linkContext(s))
+	}()
+	select {
+	case <-served:
+	case <-down:
+		_ = conn.Close()
+		<-served
+	}
+	_ = conn.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- wait() }()
+	select {
+	case err := <-exited:
+		return err
+	case <-time.After(c.cfg.KillGrace + 5*time.Second):
+		c.log.Warn("shim did not exit after its link closed; killing it", logHost, c.hostOf(s).Name)
+		kill()
+		return <-exited
+	}
+}
+
+// preambleWait bounds how long a started shim may take to open its link.
+const preambleWait = 30 * time.Second
+
+// awaitPreamble skips what a host's shell printed before the shim's link
+// preamble (a chatty .bashrc), calling abort if the preamble does not come.
+func awaitPreamble(r io.Reader, abort func()) (io.Reader, error) {
+	type result struct {
+		r   io.Reader
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		out, err := link.SkipPreamble(r)
+		ch <- result{out, err}
+	}()
+	select {
+	case res := <-ch:
+		return res.r, res.err
+	case <-time.After(preambleWait):
+		abort()
+		<-ch
+		return nil, fmt.Errorf("the shim did not open its link within %s", preambleWait)
+	}
 }
 
 // runLocalShim starts a shim as a child process and serves the worker
-// protocol on its stdin/stdout until either side ends. When ctx ends it
-// closes the shim's stdin, which tells the shim to kill its tasks and
-// exit, and waits for it.
+// protocol on its stdin/stdout until either side ends.
 func (c *Coordinator) runLocalShim(ctx context.Context, s *session) error {
 	if len(c.cfg.ShimCommand) == 0 {
 		return errors.New("no shim command configured for local hosts")
 	}
-	name := s.host.Name
+	name := c.hostOf(s).Name
 	cmd := exec.Command(c.cfg.ShimCommand[0], c.cfg.ShimCommand[1:]...)
 	cmd.Env = append(os.Environ(), c.cfg.ShimEnv...)
 	cmd.Stderr = &lineLogger{log: c.log, host: name}
@@ -305,19 +407,13 @@ func (c *Coordinator) runLocalShim(ctx context.Context, s *session) error {
 		return fmt.Errorf("start shim %s: %w", c.cfg.ShimCommand[0], err)
 	}
 	c.log.Info("shim started", logHost, name, "pid", cmd.Process.Pid)
-	conn := link.NewConn(stdout, stdin, stdin.Close)
-	link.ServeConn(ctx, conn, c.handler, linkContext(s))
-	_ = conn.Close()
-
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err = <-done:
-	case <-time.After(c.cfg.KillGrace + 5*time.Second):
-		c.log.Warn("shim did not exit; killing it", logHost, name)
+	out, err := awaitPreamble(stdout, func() { _ = cmd.Process.Kill() })
+	if err != nil {
 		_ = cmd.Process.Kill()
-		err = <-done
+		_ = cmd.Wait()
+		return fmt.Errorf("shim %s: %w", name, err)
 	}
+	err = c.serveShim(ctx, s, out, stdin, nil, cmd.Wait, func() { _ = cmd.Process.Kill() })
 	if err != nil {
 		return fmt.Errorf("shim: %w", err)
 	}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/mitolab/mito/inventory"
-	"github.com/mitolab/mito/transport/link"
 	"github.com/mitolab/mito/transport/ssh"
 )
 
@@ -23,11 +22,12 @@ import (
 const shimDir = ".cache/mito"
 
 // retryable reports whether reconnecting soon may help: a network error
-// may, a refused key or a wrong host key will not.
+// may, a refused key or a wrong host key will not. A failure that is not
+// the SSH transport's (the shim exited) is worth a retry.
 func retryable(err error) bool {
 	var se *ssh.Error
 	if errors.As(err, &se) {
-		return se.Retryable
+		return ssh.IsRetryable(err)
 	}
 	return true
 }
@@ -59,9 +59,17 @@ func (c *Coordinator) sshTarget(h inventory.Host, depth int) (ssh.Target, error)
 		}
 	}
 	c.mu.Unlock()
+	if !found && !strings.ContainsAny(h.Jump, "@:") {
+		// The inventory checked the name when it was loaded; the host has
+		// since gone (a reload removed it while this one drains).
+		return ssh.Target{}, fmt.Errorf("jump host %q of %s is no longer in the inventory", h.Jump, h.Name)
+	}
 	if !found { // "[user@]host[:port]" outside the inventory, trusted like the target
 		jump = inventory.Host{Name: h.Jump, Transport: inventory.TransportSSH, IdentityFile: h.IdentityFile, KnownHosts: h.KnownHosts, HostKeyPolicy: h.HostKeyPolicy}
-		jump.User, jump.Address, jump.Port = splitUserHostPort(h.Jump)
+		var err error
+		if jump.User, jump.Address, jump.Port, err = ssh.ParseJump(h.Jump); err != nil {
+			return ssh.Target{}, fmt.Errorf("jump host of %s: %w", h.Name, err)
+		}
 	}
 	jt, err := c.sshTarget(jump, depth+1)
 	if err != nil {
@@ -71,45 +79,33 @@ func (c *Coordinator) sshTarget(h inventory.Host, depth int) (ssh.Target, error)
 	return t, nil
 }
 
-// splitUserHostPort splits "[user@]host[:port]", with brackets around an
-// IPv6 address that has a port.
-func splitUserHostPort(s string) (user, host string, port int) {
-	if i := strings.LastIndex(s, "@"); i >= 0 {
-		user, s = s[:i], s[i+1:]
-	}
-	host = s
-	if strings.HasPrefix(s, "[") {
-		if i := strings.Index(s, "]"); i > 0 {
-			host = s[1:i]
-			if rest := s[i+1:]; strings.HasPrefix(rest, ":") {
-				fmt.Sscanf(rest[1:], "%d", &port)
-			}
-		}
-		return user, host, port
-	}
-	if i := strings.LastIndex(s, ":"); i >= 0 && strings.Count(s, ":") == 1 {
-		host = s[:i]
-		fmt.Sscanf(s[i+1:], "%d", &port)
-	}
-	return user, host, port
-}
-
 // dialSSH connects to a host, holding a handshake slot while it does.
 func (c *Coordinator) dialSSH(ctx context.Context, h inventory.Host) (*ssh.Client, error) {
 	t, err := c.sshTarget(h, 0)
 	if err != nil {
 		return nil, err
 	}
-	select {
-	case c.handshakes <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	defer func() { <-c.handshakes }()
 	cfg := c.cfg.SSH
+	// The slot is held during each hop's handshake only, not its TCP
+	// connect: a black-holed host must not block the others.
+	cfg.Handshake = func(ctx context.Context) (func(), error) {
+		select {
+		case c.handshakes <- struct{}{}:
+			return func() { <-c.handshakes }, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	cfg.Pins = storePins{c}
 	cfg.Logger = c.log
 	return ssh.Dial(ctx, t, cfg)
+}
+
+// lastLine returns the last non-empty line of a command's output, which
+// skips whatever a chatty login shell printed first.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 // platform maps `uname -sm` output to Go's "os/arch".
@@ -167,12 +163,12 @@ func (c *Coordinator) shimFor(plat string) (path string, size int64, sum string,
 // pushShim makes sure the host has the shim for its platform and returns
 // its remote path. A shim already there (same name, same size) is not
 // sent again.
-func (c *Coordinator) pushShim(ctx context.Context, cl *ssh.Client, h inventory.Host) (string, error) {
+func (c *Coordinator) pushShim(ctx context.Context, cl *ssh.Client, h inventory.Host, force bool) (string, error) {
 	out, err := cl.Run(ctx, "uname -sm")
 	if err != nil {
 		return "", fmt.Errorf("detect platform: %w", err)
 	}
-	plat, err := platform(string(out))
+	plat, err := platform(lastLine(string(out)))
 	if err != nil {
 		return "", err
 	}
@@ -181,7 +177,7 @@ func (c *Coordinator) pushShim(ctx context.Context, cl *ssh.Client, h inventory.
 		return "", err
 	}
 	remote := shimDir + "/shim-" + sum
-	if fi, err := cl.Stat(ctx, remote); err == nil && fi.Size() == size {
+	if fi, err := cl.Stat(ctx, remote); err == nil && fi.Size() == size && !force {
 		c.log.Info("shim already on host", logHost, h.Name, "platform", plat, "path", "~/"+remote)
 		return remote, nil
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -200,25 +196,33 @@ func (c *Coordinator) pushShim(ctx context.Context, cl *ssh.Client, h inventory.
 	return remote, nil
 }
 
+// setupTimeout bounds connecting, detecting the platform and pushing the
+// shim: keepalives catch a dead connection, not a hung command or SFTP.
+const setupTimeout = 2 * time.Minute
+
 // runSSHShim connects to an SSH host, pushes the shim if needed, starts it
 // with a constant command line and serves the worker protocol over the
 // session's stdin/stdout until either side ends. No task data ever goes
 // into a command line: it all travels over the link.
-func (c *Coordinator) runSSHShim(ctx context.Context, d *hostDriver) error {
-	c.mu.Lock()
-	h := d.inv
-	c.mu.Unlock()
-	cl, err := c.dialSSH(ctx, h)
+func (c *Coordinator) runSSHShim(ctx context.Context, d *hostDriver, h inventory.Host) error {
+	setupCtx, cancelSetup := context.WithTimeout(ctx, setupTimeout)
+	defer cancelSetup()
+	cl, err := c.dialSSH(setupCtx, h)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	remote, err := c.pushShim(ctx, cl, h)
+	c.mu.Lock()
+	force := d.forceUpload
+	d.forceUpload = false
+	c.mu.Unlock()
+	remote, err := c.pushShim(setupCtx, cl, h, force)
 	if err != nil {
 		return err
 	}
-	// The path is hex and a fixed directory: nothing a shell could expand.
-	sess, err := cl.Start(ctx, remote)
+	// The session outlives ctx: on shutdown the shim is told to stop by
+	// closing its stdin, and given the time to kill its tasks.
+	sess, err := cl.Start(context.WithoutCancel(ctx), remote) // a hex name in a fixed directory: nothing for a shell to expand
 	if err != nil {
 		return fmt.Errorf("start shim: %w", err)
 	}
@@ -228,21 +232,14 @@ func (c *Coordinator) runSSHShim(ctx context.Context, d *hostDriver) error {
 		defer close(logDone)
 		_, _ = io.Copy(&lineLogger{log: c.log, host: h.Name}, sess.Stderr)
 	}()
-	conn := link.NewConn(sess.Stdout, sess.Stdin, sess.Close)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		link.ServeConn(ctx, conn, c.handler, linkContext(d.s))
-	}()
-	select {
-	case <-served:
-	case <-cl.Done(): // the connection died under the session
-		_ = conn.Close()
-		<-served
+	defer func() { <-logDone }()
+	out, err := awaitPreamble(sess.Stdout, func() { _ = sess.Close() })
+	if err != nil {
+		_ = sess.Close()
+		c.noteUnrunnable(d, sess.Wait())
+		return fmt.Errorf("shim on %s: %w", h.Name, err)
 	}
-	_ = sess.Close()
-	waitErr := sess.Wait()
-	<-logDone
+	waitErr := c.serveShim(ctx, d.s, out, sess.Stdin, cl.Done(), sess.Wait, func() { _ = sess.Close() })
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -251,10 +248,23 @@ func (c *Coordinator) runSSHShim(ctx context.Context, d *hostDriver) error {
 		return &ssh.Error{Host: h.Name, Kind: ssh.KindNetwork, Retryable: true, Err: errors.New("connection lost")}
 	default:
 	}
+	c.noteUnrunnable(d, waitErr)
 	if waitErr != nil {
 		return fmt.Errorf("shim: %w", waitErr)
 	}
 	return errors.New("shim exited")
+}
+
+// noteUnrunnable makes the next connect upload the shim again when the
+// remote shell could not run the cached one (exit 126 or 127): the file
+// may be damaged or lack its execute bit.
+func (c *Coordinator) noteUnrunnable(d *hostDriver, err error) {
+	var ce *ssh.CommandError
+	if errors.As(err, &ce) && (ce.ExitCode == 126 || ce.ExitCode == 127) {
+		c.mu.Lock()
+		d.forceUpload = true
+		c.mu.Unlock()
+	}
 }
 
 // storePins keeps the host keys accepted under "accept-new" in the store,

@@ -219,9 +219,12 @@ func (c *Coordinator) handleClaim(w http.ResponseWriter, r *http.Request, s *ses
 	if err := decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	if h := c.hostOf(s); req.Max < 1 || req.Max > h.Slots {
-		return tasks.Invalid("max", "must be between 1 and the host's %d slots, got %d", h.Slots, req.Max)
+	if req.Max < 1 {
+		return tasks.Invalid("max", "must be at least 1, got %d", req.Max)
 	}
+	// The inventory may have lowered the host's slots since the shim
+	// registered: it gets no more than the slots say.
+	req.Max = min(req.Max, c.hostOf(s).Slots)
 	groups, err := c.claimGroups(r.Context(), s)
 	if err != nil {
 		return err

@@ -32,6 +32,7 @@ type fakeCoord struct {
 	tasks   map[tasks.ID]*fakeTask
 	// Failure injection.
 	failHeartbeats  bool                  // answer heartbeats with 503
+	hang            bool                  // answer nothing until cleared, like a half-open link
 	revoked         bool                  // refuse every call, registrations too, with 401
 	failRegister    int                   // answer this many more registrations with 503
 	claimDelay      time.Duration         // answer claims this long after granting the leases
@@ -67,9 +68,30 @@ func newFake(t *testing.T, reg tasks.RegisterResponse) *fakeCoord {
 	mux.HandleFunc("POST /worker/v1/tasks/{id}/log", f.session(f.log))
 	mux.HandleFunc("PUT /worker/v1/tasks/{id}/artifacts/{name...}", f.session(f.artifact))
 	mux.HandleFunc("POST /worker/v1/tasks/{id}/finish", f.session(f.finish))
-	f.srv = httptest.NewServer(mux)
+	f.srv = httptest.NewServer(f.hangable(mux))
 	t.Cleanup(f.srv.Close)
 	return f
+}
+
+// hangable holds every request while hang is set, and answers nothing to
+// those whose callers give up meanwhile.
+func (f *fakeCoord) hangable(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for {
+			f.mu.Lock()
+			hang, ch := f.hang, f.changed
+			f.mu.Unlock()
+			if !hang {
+				break
+			}
+			select {
+			case <-ch:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // broadcast wakes every waiter; the caller holds mu.

@@ -147,6 +147,26 @@ type attemptKey struct {
 // those whose leases still hold go on running, the others are killed. Only
 // a refused registration (the token was revoked) ends it.
 func Run(ctx context.Context, cfg Config) error {
+	return run(ctx, cfg, nil)
+}
+
+// silenceLeases is how many lease TTLs a worker over a link waits for an
+// answer from the coordinator before it gives up the link. By then every
+// attempt it ran has been killed (their leases ran out) and the
+// coordinator has given them to other hosts: a link that stays silent
+// that long is half-open, and the shim would otherwise linger until TCP
+// gives up on the SSH connection, a quarter of an hour later.
+const silenceLeases = 2
+
+// ErrUnreachable is returned by RunLink when the coordinator has not
+// answered any call for two lease TTLs.
+var ErrUnreachable = errors.New("the coordinator has not answered for two lease TTLs; giving up the link")
+
+// run is Run. When heard is not nil, it records every answer from the
+// coordinator, and run stops, killing everything it runs, and returns
+// ErrUnreachable once none has come for silenceLeases lease TTLs (the
+// default TTL until the first registration).
+func run(ctx context.Context, cfg Config, heard *contactClock) error {
 	if cfg.Client == nil {
 		return errors.New("run worker: no client configured")
 	}
@@ -154,6 +174,52 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if heard != nil {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wdCtx, wdCancel := context.WithCancel(ctx)
+		defer wdCancel()
+		log := w.log
+		wg.Go(func() {
+			if w.watchSilence(wdCtx, log, heard) {
+				cancel(ErrUnreachable)
+			}
+		})
+	}
+	err = w.runSessions(ctx)
+	if context.Cause(ctx) == ErrUnreachable {
+		return ErrUnreachable
+	}
+	return err
+}
+
+// watchSilence waits until ctx ends (false) or the coordinator has not
+// answered for silenceLeases lease TTLs (true).
+func (w *worker) watchSilence(ctx context.Context, log *slog.Logger, heard *contactClock) bool {
+	for {
+		ttl := defaultLeaseTTL
+		if s := w.cur(); s != nil {
+			ttl = s.leaseTTL
+		}
+		limit := silenceLeases * ttl
+		silent := heard.since()
+		if silent >= limit {
+			log.Error("the coordinator has not answered; giving up the link and killing what runs", "silent_for", silent.Round(time.Millisecond), "limit", limit)
+			return true
+		}
+		// Check again when the limit would be reached, or sooner in case
+		// a new session shortened the TTL.
+		if !sleep(ctx, min(limit-silent, time.Second)) {
+			return false
+		}
+	}
+}
+
+// runSessions registers with the coordinator and runs tasks until ctx ends
+// (nil) or the coordinator refuses the worker.
+func (w *worker) runSessions(ctx context.Context) error {
 	c, resp, err := w.register(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -165,7 +231,9 @@ func Run(ctx context.Context, cfg Config) error {
 		w.log = w.log.With(keyHost, resp.Host)
 	}
 	s := w.newSession(c, resp)
+	w.mu.Lock()
 	w.sess = s
+	w.mu.Unlock()
 	w.log.Info("registered", "slots", s.slots, "lease_ttl", s.leaseTTL, "heartbeat", s.heartbeat, "kill_margin", s.margin, "work_dir", w.workRoot)
 
 	g, gctx := errgroup.WithContext(ctx)

@@ -3,11 +3,15 @@ package worker
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -595,12 +599,7 @@ func TestRunLink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serverConn := link.NewConn(stdoutR, stdinW, nil)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		link.ServeConn(context.Background(), serverConn, f.srv.Config.Handler, nil)
-	}()
+	serverConn, served := serveLink(t, f, stdoutR, stdinW)
 	workDir := t.TempDir()
 	done := make(chan error, 1)
 	go func() {
@@ -627,6 +626,91 @@ func TestRunLink(t *testing.T) {
 		t.Fatal("RunLink did not return within 10s of the link closing")
 	}
 	<-served
+	assertGroupDead(t, pgid)
+	assertEmptyDir(t, workDir)
+}
+
+// serveLink serves f's API on a link over the shim's stdout (r) and stdin
+// (w), as the coordinator does once it has skipped the preamble. Closing
+// the conn it returns ends the link; served is closed once ServeConn has
+// returned.
+func serveLink(t *testing.T, f *fakeCoord, r io.Reader, w io.Writer) (conn net.Conn, served <-chan struct{}) {
+	t.Helper()
+	// SkipPreamble reads nothing past the preamble and returns r itself,
+	// so the conn can be made (and closed) before it is done.
+	conn = link.NewConn(r, w, nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := link.SkipPreamble(conn); err != nil {
+			t.Errorf("coordinator side: %v", err)
+			conn.Close()
+			return
+		}
+		link.ServeConn(context.Background(), conn, f.srv.Config.Handler, nil)
+	}()
+	return conn, done
+}
+
+// TestRunLinkGivesUpOnSilentCoordinator checks that a worker whose
+// coordinator no longer answers (a half-open link) does not linger until
+// TCP gives up: once nothing has come back for two lease TTLs, RunLink kills
+// what runs (already dead by then: its lease ran out) and returns.
+func TestRunLinkGivesUpOnSilentCoordinator(t *testing.T) {
+	t.Parallel()
+	reg := testReg()
+	reg.LeaseTTL = tasks.Duration(2 * time.Second)
+	ttl := time.Duration(reg.LeaseTTL)
+	f := newFake(t, reg)
+	stdinR, stdinW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdoutR, stdoutW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverConn, served := serveLink(t, f, stdoutR, stdinW)
+	t.Cleanup(func() {
+		serverConn.Close()
+		<-served
+	})
+	workDir := t.TempDir()
+	done := make(chan error, 1)
+	go func() {
+		done <- RunLink(context.Background(), stdinR, stdoutW, Config{WorkDir: workDir, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	}()
+
+	// A coordinator that answers keeps it running, tasks or not.
+	id := f.submit(tasks.Spec{Shell: "echo hello"})
+	if res := f.waitResult(t, id, 10*time.Second); res.State != tasks.Succeeded {
+		t.Errorf("state: got %s; want %s", res.State, tasks.Succeeded)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("RunLink returned %v while the coordinator answered", err)
+	case <-time.After(2*ttl + time.Second):
+	}
+
+	f.submit(tasks.Spec{Shell: `trap "" TERM; ` + groupScript})
+	pgid := readPgid(t, workDir)
+	t.Cleanup(func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
+	f.mu.Lock()
+	f.hang = true
+	f.broadcast()
+	f.mu.Unlock()
+	silent := time.Now()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrUnreachable) {
+			t.Errorf("RunLink: got %v; want ErrUnreachable", err)
+		}
+		if d := time.Since(silent); d < 2*ttl-time.Second {
+			t.Errorf("RunLink gave up %s after the coordinator fell silent; want two lease TTLs (%s)", d, 2*ttl)
+		}
+	case <-time.After(2*ttl + 5*time.Second):
+		t.Fatalf("RunLink still runs %s after the coordinator fell silent; want it to give up after two lease TTLs (%s)", time.Since(silent).Round(time.Millisecond), 2*ttl)
+	}
 	assertGroupDead(t, pgid)
 	assertEmptyDir(t, workDir)
 }

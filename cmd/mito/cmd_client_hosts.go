@@ -358,6 +358,11 @@ A "copy:" step writes the file atomically and shows "changed", or
 the file's size, mode and time are still what it left (after a coordinator
 restart the file is written again).
 
+Each step may take up to 10 minutes, after which it fails "timed out after
+10m0s". A run step's output is read for 2 seconds after its command exits,
+so start daemons with their output redirected:
+'nohup iperf3 -s >/dev/null 2>&1 &'.
+
 --dry-run connects and looks but changes nothing: run steps show
 "would-run", copy steps "would-copy" or "unchanged".
 

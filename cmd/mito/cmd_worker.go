@@ -90,10 +90,17 @@ func runWorker(ctx context.Context, opts workerOptions, stderr io.Writer) error 
 	// not outlive it.
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP, syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	// When the SSH session ends, sshd closes our stdout and stderr; Go kills
+	// a program that writes to a closed fd 1 or 2 with SIGPIPE unless it
+	// handles the signal, which would leave its tasks running. Handled, such
+	// writes fail with EPIPE and the shutdown goes on. Not signal.Ignore: an
+	// ignored SIGPIPE is inherited across exec, by the tasks.
+	sigpipe := make(chan os.Signal, 1)
+	signal.Notify(sigpipe, syscall.SIGPIPE) // for the rest of the process: its last words may go to a closed stderr too
 	cfg := worker.Config{
 		Version: version,
 		WorkDir: opts.workDir,
-		Logger:  slog.New(slog.NewTextHandler(stderr, nil)),
+		Logger:  slog.New(slog.NewTextHandler(worker.LogWriter(stderr), nil)),
 	}
 	if opts.stdio {
 		if opts.coordinator != "" {

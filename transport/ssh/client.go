@@ -179,6 +179,20 @@ func dialHop(ctx context.Context, h hop, via *xssh.Client, cfg Config) (*xssh.Cl
 		return nil, fail(kind, retry, fmt.Errorf("connect: %w", err))
 	}
 
+	if cfg.Handshake != nil {
+		release, err := cfg.Handshake(ctx)
+		if err != nil {
+			conn.Close()
+			if ctx.Err() != nil {
+				return nil, fail(KindNetwork, false, fmt.Errorf("wait to handshake: %w", ctx.Err()))
+			}
+			return nil, fail(KindNetwork, true, fmt.Errorf("wait to handshake: %w", err))
+		}
+		if release != nil {
+			defer release()
+		}
+	}
+
 	// Neither a forwarded channel nor x/crypto's handshake honours
 	// deadlines or contexts, so closing the conn is what bounds it.
 	var timedOut atomic.Bool

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/user"
@@ -114,6 +115,16 @@ type Config struct {
 	KeepAlive time.Duration
 	// Logger receives debug and info records; default discards.
 	Logger *slog.Logger
+	// Handshake, when set, is called for each hop once its TCP (or
+	// jump-forwarded) connection is up, right before the SSH handshake,
+	// which waits for it; release is called when that handshake ends,
+	// whether it succeeded or failed. It is where a caller bounds
+	// concurrent handshakes (sshd's MaxStartups) without a slot being
+	// held through TCP connects to hosts that do not answer. It should
+	// return ctx's error when ctx ends while it waits; any error fails
+	// Dial (not retryable when ctx ended, else retryable). The wait does
+	// not count against HandshakeTimeout.
+	Handshake func(ctx context.Context) (release func(), err error)
 }
 
 func (c Config) withDefaults() Config {
@@ -268,44 +279,80 @@ func resolveChain(t Target, sc *sshConfig, localUser string) ([]hop, error) {
 	return chain, nil
 }
 
-// parseJump reads one ProxyJump entry: [user@]host[:port] or
-// ssh://[user@]host[:port].
+// parseJump reads one ProxyJump entry (see ParseJump) as a Target.
 func parseJump(s string) (Target, error) {
+	user, host, port, err := ParseJump(s)
+	if err != nil {
+		return Target{}, err
+	}
+	return Target{Address: host, User: user, Port: port}, nil
+}
+
+// ParseJump reads a jump host as ssh -J and ProxyJump write it:
+// "[user@]host[:port]", with brackets around an IPv6 address that has a
+// port ("[fd00::1]:2222"; a bare "fd00::1" is an address without one), or
+// "ssh://[user@]host[:port]". An absent user is "" and an absent port 0,
+// both meaning "ssh_config's, else the default". A port that is not a
+// number from 1 to 65535 is an error, as is a missing host.
+func ParseJump(s string) (user, host string, port int, err error) {
+	orig := s
+	bad := func(format string, args ...any) (string, string, int, error) {
+		return "", "", 0, fmt.Errorf("jump host %q: "+format, append([]any{orig}, args...)...)
+	}
 	if s == "" {
-		return Target{}, errors.New("empty jump host")
+		return "", "", 0, errors.New("empty jump host")
 	}
 	if strings.HasPrefix(s, "ssh://") {
 		u, err := url.Parse(s)
-		if err != nil {
-			return Target{}, err
+		if err != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" {
+			return bad("not an ssh://[user@]host[:port] URL")
 		}
-		t := Target{Address: u.Hostname(), User: u.User.Username()}
-		if p := u.Port(); p != "" {
-			n, err := strconv.Atoi(p)
-			if err != nil {
-				return Target{}, fmt.Errorf("bad port in %q", s)
-			}
-			t.Port = n
+		if _, hasPass := u.User.Password(); hasPass {
+			return bad("a password in the URL is not supported")
 		}
-		return t, nil
+		user, s = u.User.Username(), u.Host
+	} else if i := strings.LastIndexByte(s, '@'); i >= 0 {
+		user, s = s[:i], s[i+1:]
 	}
-	var t Target
-	if i := strings.LastIndexByte(s, '@'); i >= 0 {
-		t.User, s = s[:i], s[i+1:]
-	}
-	if host, port, err := net.SplitHostPort(s); err == nil {
-		n, err := strconv.Atoi(port)
-		if err != nil || n <= 0 || n > 65535 {
-			return Target{}, fmt.Errorf("bad port in %q", s)
+	var portStr string
+	hasPort := false
+	switch {
+	case strings.HasPrefix(s, "["):
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
+			return bad("missing ]")
 		}
-		t.Address, t.Port = host, n
-	} else {
-		t.Address = strings.Trim(s, "[]")
+		host, s = s[1:end], s[end+1:]
+		switch {
+		case s == "":
+		case strings.HasPrefix(s, ":"):
+			portStr, hasPort = s[1:], true
+		default:
+			return bad("unexpected %q after ]", s)
+		}
+	case strings.Count(s, ":") > 1:
+		// An IPv6 address without a port.
+		if _, err := netip.ParseAddr(s); err != nil {
+			return bad("%q is not an IPv6 address (put an address with a port in brackets: [addr]:port)", s)
+		}
+		host = s
+	default:
+		host, portStr, hasPort = strings.Cut(s, ":")
 	}
-	if t.Address == "" {
-		return Target{}, fmt.Errorf("no host in jump %q", s)
+	if host == "" {
+		return bad("no host")
 	}
-	return t, nil
+	if strings.ContainsAny(host, " \t/@[]") {
+		return bad("bad host %q", host)
+	}
+	if hasPort {
+		n, err := strconv.Atoi(portStr)
+		if err != nil || n <= 0 || n > 65535 || strings.Trim(portStr, "0123456789") != "" {
+			return bad("bad port %q", portStr)
+		}
+		port = n
+	}
+	return user, host, port, nil
 }
 
 // resolveHop fills t's empty fields from ssh_config and defaults. It also

@@ -19,6 +19,26 @@ func TestParseJump(t *testing.T) {
 		{"", Target{}, true},
 		{"host:notaport", Target{}, true},
 		{"user@", Target{}, true},
+		{"[fd00::1]", Target{Address: "fd00::1"}, false},
+		{"fd00::1", Target{Address: "fd00::1"}, false},
+		{"ops@[fd00::1]:2222", Target{Address: "fd00::1", User: "ops", Port: 2222}, false},
+		{"ssh://ops@[fd00::1]:2022", Target{Address: "fd00::1", User: "ops", Port: 2022}, false},
+		{"ssh://bastion", Target{Address: "bastion"}, false},
+		{"a@b@bastion:22", Target{Address: "bastion", User: "a@b", Port: 22}, false},
+		{"host:", Target{}, true},
+		{"host:0", Target{}, true},
+		{"host:65536", Target{}, true},
+		{"host:+22", Target{}, true},
+		{"host:22x", Target{}, true},
+		{"[fd00::1]:", Target{}, true},
+		{"[fd00::1]x", Target{}, true},
+		{"[fd00::1]:abc", Target{}, true},
+		{"[fd00::1", Target{}, true},
+		{"[]:22", Target{}, true},
+		{":22", Target{}, true},
+		{"a:b:c", Target{}, true},
+		{"ssh://ops:secret@bastion", Target{}, true},
+		{"ssh://bastion/path", Target{}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -28,6 +48,13 @@ func TestParseJump(t *testing.T) {
 			}
 			if err == nil && !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("parseJump(%q) = %+v; want %+v", tt.in, got, tt.want)
+			}
+			user, host, port, err := ParseJump(tt.in)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("ParseJump(%q) error = %v; want error %v", tt.in, err, tt.wantErr)
+			}
+			if err == nil && (user != tt.want.User || host != tt.want.Address || port != tt.want.Port) {
+				t.Errorf("ParseJump(%q) = %q, %q, %d; want %q, %q, %d", tt.in, user, host, port, tt.want.User, tt.want.Address, tt.want.Port)
 			}
 		})
 	}

@@ -115,6 +115,18 @@ func TestRealSSHD(t *testing.T) {
 				t.Errorf("Dial with a wrong known_hosts = %v; want a host key error", err)
 			}
 
+			// A command that leaves a process holding its stdout: sshd
+			// sends the exit status but keeps the channel open, and
+			// RunCombined stops reading OutputGrace later.
+			var comb strings.Builder
+			start = time.Now()
+			if err := c.RunCombined(ctx, "echo started; sleep 5 &", &comb); err != nil || comb.String() != "started\n" {
+				t.Errorf("RunCombined = %v, output %q; want nil and %q", err, comb.String(), "started\n")
+			}
+			if d := time.Since(start); d > ssh.OutputGrace+3*time.Second {
+				t.Errorf("RunCombined with a background process took %s", d)
+			}
+
 			// A long-running command with stdin/stdout, as the shim runs.
 			sess, err := c.Start(ctx, "cat")
 			if err != nil {

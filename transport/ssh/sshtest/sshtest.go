@@ -43,6 +43,13 @@ type Options struct {
 	AuthorizedKeys []xssh.PublicKey
 	// Handler runs exec requests; nil runs them with `sh -c` in Dir.
 	Handler ExecHandler
+	// Linger, when set with Handler, runs after Handler has returned and
+	// its exit status has been sent, with the channel's stdout and stderr
+	// still open until Linger returns: what it writes arrives after the
+	// exit status. This is OpenSSH's behaviour when a command leaves a
+	// background process holding its output ("nohup daemon &"). ctx ends
+	// when the client closes the channel or the server stops.
+	Linger func(ctx context.Context, stdout, stderr io.Writer)
 	// Dir is the working directory of commands and the SFTP root for
 	// relative paths (the "home"); empty means a fresh t.TempDir() with
 	// New, or the process's directory with Start.
@@ -391,6 +398,12 @@ func (s *Server) exec(ch xssh.Channel, reqs <-chan *xssh.Request, cmd string) {
 	}()
 	if s.opts.Handler != nil {
 		code := s.opts.Handler(ctx, cmd, ch, ch, ch.Stderr())
+		if s.opts.Linger != nil {
+			ch.SendRequest("exit-status", false, xssh.Marshal(struct{ Status uint32 }{uint32(code)}))
+			s.opts.Linger(ctx, ch, ch.Stderr())
+			ch.CloseWrite()
+			return
+		}
 		ch.CloseWrite()
 		ch.SendRequest("exit-status", false, xssh.Marshal(struct{ Status uint32 }{uint32(code)}))
 		return

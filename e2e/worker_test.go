@@ -2,6 +2,9 @@ package e2e_test
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/mitolab/mito/tasks"
 )
@@ -60,5 +65,59 @@ func TestInventoryGroupsAreCreated(t *testing.T) {
 	tid := l.submit("-g", "netlab", "--", "true")
 	if task := l.waitFor(tid, 30*time.Second, tasks.Succeeded, tasks.Failed); task.State != tasks.Succeeded {
 		t.Errorf("task in the inventory's group: %s; want succeeded", task.State)
+	}
+}
+
+// TestPostgresAndS3 runs the coordinator on the production backends: its
+// state in PostgreSQL and the artifacts in a real S3 server.
+func TestPostgresAndS3(t *testing.T) {
+	pg, s3 := os.Getenv("MITO_TEST_PG_URL"), os.Getenv("MITO_TEST_S3_ENDPOINT")
+	if pg == "" || s3 == "" {
+		msg := "needs MITO_TEST_PG_URL and MITO_TEST_S3_*: run `make test`, or `bash .ci/services-up.sh && source .ci/tmp/env`"
+		if os.Getenv("MITO_TEST_REQUIRE") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	schema := fmt.Sprintf("e2e_%d", time.Now().UnixNano())
+	conn, err := pgx.Connect(t.Context(), pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(t.Context(), "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+		conn.Close(context.Background())
+	})
+	db := pg + "&search_path=" + schema
+	if !strings.Contains(pg, "?") {
+		db = pg + "?search_path=" + schema
+	}
+	t.Setenv("MITO_S3_ACCESS_KEY", os.Getenv("MITO_TEST_S3_ACCESS_KEY"))
+	t.Setenv("MITO_S3_SECRET_KEY", os.Getenv("MITO_TEST_S3_SECRET_KEY"))
+	bucket := fmt.Sprintf("mito-e2e-%d", time.Now().UnixNano())
+	l := startLab(t, "hosts:\n  - {name: h, transport: local, groups: [admin]}\n",
+		"--db", db, "--s3-endpoint", s3, "--s3-bucket", bucket)
+	if logs := l.logs.String(); strings.Contains(logs, os.Getenv("MITO_TEST_S3_SECRET_KEY")) {
+		t.Error("the coordinator logged the S3 secret key")
+	}
+	tid := l.submit("sh", "-c", `head -c 3000000 /dev/urandom > "$MITO_OUTPUT_DIR/blob"; sha256sum "$MITO_OUTPUT_DIR/blob" | cut -d" " -f1`)
+	if task := l.waitFor(tid, 30*time.Second, tasks.Succeeded, tasks.Failed); task.State != tasks.Succeeded {
+		t.Fatalf("task %s: %s", task.State, task.Error)
+	}
+	want := strings.TrimSpace(l.mustRun(nil, "client", "tasks", "logs", id(tid)))
+	dir := t.TempDir()
+	l.mustRun(nil, "client", "tasks", "artifacts", "download", "-o", dir, id(tid))
+	b, err := os.ReadFile(filepath.Join(dir, "blob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprintf("%x", sha256.Sum256(b)); got != want {
+		t.Errorf("downloaded blob has sha256 %s; the task wrote %s", got, want)
+	}
+	if _, err := os.Stat(filepath.Join(l.data, "artifacts")); err == nil {
+		t.Errorf("artifacts went to the data directory, not to S3")
 	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/mitolab/mito/coordinator"
 	"github.com/mitolab/mito/coordinator/artifacts"
+	"github.com/mitolab/mito/coordinator/artifacts/s3"
 	"github.com/mitolab/mito/coordinator/store"
 	"github.com/mitolab/mito/coordinator/store/postgres"
 	"github.com/mitolab/mito/coordinator/store/sqlite"
@@ -48,6 +49,7 @@ type coordinatorOptions struct {
 	tlsKey    string
 	sshConfig string
 	reload    time.Duration
+	s3        s3.Config
 }
 
 func newCoordinatorCmd() *cobra.Command {
@@ -68,15 +70,18 @@ written to <data dir>/admin-password (mode 0600).
 SIGINT or SIGTERM stops it cleanly: the shims are told to stop, and tasks
 that were running are left to their leases, which requeue them.
 
-Every flag can also be set by an environment variable: MITO_LISTEN,
+These flags can also be set by environment variables: MITO_LISTEN,
 MITO_DATA_DIR, MITO_INVENTORY, MITO_DB, MITO_SHIM, MITO_TLS_CERT,
-MITO_TLS_KEY. Serve HTTPS (--tls-cert, --tls-key) whenever the coordinator
+MITO_TLS_KEY, MITO_SSH_CONFIG, and MITO_S3_ENDPOINT, MITO_S3_BUCKET,
+MITO_S3_REGION, MITO_S3_PREFIX, MITO_S3_TLS, MITO_S3_ACCESS_KEY; the S3
+secret key comes from MITO_S3_SECRET_KEY only. Serve HTTPS (--tls-cert, --tls-key) whenever the coordinator
 listens beyond loopback: passwords and tokens cross the API.`,
 		Example: `  # Embedded default, two local hosts:
   mito coordinator --inventory examples/inventories/local.yaml
 
-  # State in PostgreSQL:
-  mito coordinator --db postgres://mito@db.lab/mito --inventory lab.yaml`,
+  # State in PostgreSQL, artifacts in S3:
+  export MITO_S3_ACCESS_KEY=... MITO_S3_SECRET_KEY=...
+  mito coordinator --db postgres://mito@db.lab/mito --s3-endpoint s3.lab:9000 --inventory lab.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runCoordinator(cmd.Context(), opts)
@@ -92,6 +97,12 @@ listens beyond loopback: passwords and tokens cross the API.`,
 	f.DurationVar(&opts.killGrace, "kill-grace", 5*time.Second, "time between SIGTERM and SIGKILL when a task is stopped")
 	f.StringVar(&opts.sshConfig, "ssh-config", os.Getenv("MITO_SSH_CONFIG"), "ssh_config file to honour for SSH hosts (default ~/.ssh/config; \"none\" to ignore it)")
 	f.DurationVar(&opts.reload, "reload-every", 2*time.Second, "how often to look for a changed inventory file (SIGHUP reloads at once; 0 to only reload on SIGHUP)")
+	f.StringVar(&opts.s3.Endpoint, "s3-endpoint", os.Getenv("MITO_S3_ENDPOINT"), "keep artifacts in S3 at this host:port (MinIO, Ceph, AWS, versitygw); default: the data directory")
+	f.StringVar(&opts.s3.Bucket, "s3-bucket", envOr("MITO_S3_BUCKET", "mito-artifacts"), "S3 bucket for artifacts; created when missing")
+	f.StringVar(&opts.s3.Region, "s3-region", envOr("MITO_S3_REGION", "us-east-1"), "S3 region of the bucket")
+	f.StringVar(&opts.s3.Prefix, "s3-prefix", os.Getenv("MITO_S3_PREFIX"), "key prefix inside the bucket, to share it")
+	f.BoolVar(&opts.s3.Secure, "s3-tls", os.Getenv("MITO_S3_TLS") == "true", "reach S3 over https")
+	f.StringVar(&opts.s3.AccessKey, "s3-access-key", os.Getenv("MITO_S3_ACCESS_KEY"), "S3 access key (or MITO_S3_ACCESS_KEY); the secret key is read from MITO_S3_SECRET_KEY only, never from a flag")
 	f.StringVar(&opts.tlsCert, "tls-cert", os.Getenv("MITO_TLS_CERT"), "serve HTTPS with this certificate (PEM); needs --tls-key")
 	f.StringVar(&opts.tlsKey, "tls-key", os.Getenv("MITO_TLS_KEY"), "private key (PEM) of --tls-cert")
 	f.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -190,6 +201,33 @@ func openStore(ctx context.Context, db, dataDir string) (store.Store, string, er
 	return st, "sqlite " + path, nil
 }
 
+// openArtifacts opens the artifact store: S3 when --s3-endpoint is given,
+// else a directory under the data directory.
+func openArtifacts(ctx context.Context, opts coordinatorOptions) (artifacts.Store, string, error) {
+	if opts.s3.Endpoint == "" {
+		dir := filepath.Join(opts.dataDir, "artifacts")
+		st, err := artifacts.NewDir(dir)
+		if err != nil {
+			return nil, "", fmt.Errorf("open artifact directory: %w", err)
+		}
+		return st, "directory " + dir, nil
+	}
+	cfg := opts.s3
+	cfg.SecretKey = os.Getenv("MITO_S3_SECRET_KEY")
+	if cfg.AccessKey == "" || cfg.SecretKey == "" {
+		return nil, "", usagef("--s3-endpoint needs credentials: set MITO_S3_ACCESS_KEY (or --s3-access-key) and MITO_S3_SECRET_KEY")
+	}
+	st, err := s3.New(ctx, cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	scheme := "http"
+	if cfg.Secure {
+		scheme = "https"
+	}
+	return st, fmt.Sprintf("s3 %s://%s/%s/%s", scheme, cfg.Endpoint, cfg.Bucket, cfg.Prefix), nil
+}
+
 // redactURL hides the password of a database URL, in its user part or
 // its query, so that it never reaches a log or an error message.
 func redactURL(s string) string {
@@ -244,9 +282,9 @@ func runCoordinator(ctx context.Context, opts coordinatorOptions) error {
 		return err
 	}
 	defer st.Close()
-	arts, err := artifacts.NewDir(filepath.Join(opts.dataDir, "artifacts"))
+	arts, artsDesc, err := openArtifacts(ctx, opts)
 	if err != nil {
-		return fmt.Errorf("open artifact directory: %w", err)
+		return err
 	}
 	shim, err := shimCommand(opts.shim)
 	if err != nil {
@@ -294,7 +332,7 @@ func runCoordinator(ctx context.Context, opts coordinatorOptions) error {
 	if opts.tlsCert != "" {
 		scheme = "https"
 	}
-	log.Info("coordinator listening", "url", scheme+"://"+ln.Addr().String(), "store", desc, "hosts", len(hosts), "shim", strings.Join(shim, " "))
+	log.Info("coordinator listening", "url", scheme+"://"+ln.Addr().String(), "store", desc, "artifacts", artsDesc, "hosts", len(hosts), "shim", strings.Join(shim, " "))
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.Run(gctx) })

@@ -157,8 +157,36 @@ func (c *Client) RetryTask(ctx context.Context, id tasks.ID) (*tasks.Task, error
 // means the latest attempt; limit 0 leaves the page size to the
 // coordinator. Reading from the returned offset until a call returns no
 // bytes pages through what has been written so far; a running task's log
-// grows, so a follower calls again later.
+// grows, so a follower calls again later, best with ReadLogWait.
 func (c *Client) ReadLog(ctx context.Context, id tasks.ID, attempt int, stream tasks.Stream, offset, limit int64) ([]byte, int64, error) {
+	p, err := c.ReadLogWait(ctx, id, attempt, stream, offset, limit, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	return p.Data, p.Next, nil
+}
+
+// LogPage is one read of a task's log.
+type LogPage struct {
+	// Data are the bytes read, from the offset asked for.
+	Data []byte
+	// Next is the offset to ask for next.
+	Next int64
+	// Attempt is the attempt read (0 for a task that has not started).
+	Attempt int
+	// State is the task's state when the log was read, empty if the
+	// coordinator did not say. The state is read before the log: a final
+	// state with no Data means the log is complete.
+	State tasks.State
+}
+
+// ReadLogWait is ReadLog for a follower: with wait > 0, a read of the
+// live attempt that finds nothing new waits on the coordinator until
+// output arrives, the task ends or wait runs out (the coordinator holds it
+// at most 25 s), and may then come back empty. Keep wait well under any
+// proxy's idle timeout. A follower calls it in a loop from Next until a
+// page comes back empty with a final State.
+func (c *Client) ReadLogWait(ctx context.Context, id tasks.ID, attempt int, stream tasks.Stream, offset, limit int64, wait time.Duration) (LogPage, error) {
 	q := url.Values{}
 	if stream != "" {
 		q.Set("stream", string(stream))
@@ -172,17 +200,21 @@ func (c *Client) ReadLog(ctx context.Context, id tasks.ID, attempt int, stream t
 	if limit > 0 {
 		q.Set("limit", strconv.FormatInt(limit, 10))
 	}
+	if wait > 0 {
+		q.Set("follow", "true")
+		q.Set("wait", wait.String())
+	}
 	path := taskPath(id) + "/logs"
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
 	req, err := c.request(ctx, http.MethodGet, path, nil)
 	if err != nil {
-		return nil, 0, err
+		return LogPage{}, err
 	}
 	resp, err := c.send(req)
 	if err != nil {
-		return nil, 0, err
+		return LogPage{}, err
 	}
 	defer resp.Body.Close()
 	keep := int64(maxLogChunk)
@@ -191,17 +223,24 @@ func (c *Client) ReadLog(ctx context.Context, id tasks.ID, attempt int, stream t
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, keep))
 	if err != nil {
-		return nil, 0, fmt.Errorf("read log of task %d: %w", id, err)
+		return LogPage{}, fmt.Errorf("read log of task %d: %w", id, err)
 	}
-	next := offset + int64(len(b))
+	p := LogPage{Data: b, Next: offset + int64(len(b)), Attempt: attempt, State: tasks.State(resp.Header.Get("X-Mito-Task-State"))}
 	if h := resp.Header.Get("X-Mito-Next-Offset"); h != "" {
 		n, err := strconv.ParseInt(h, 10, 64)
 		if err != nil || n < offset {
-			return nil, 0, fmt.Errorf("read log of task %d: bad X-Mito-Next-Offset %q", id, h)
+			return LogPage{}, fmt.Errorf("read log of task %d: bad X-Mito-Next-Offset %q", id, h)
 		}
-		next = n
+		p.Next = n
 	}
-	return b, next, nil
+	if h := resp.Header.Get("X-Mito-Attempt"); h != "" {
+		n, err := strconv.Atoi(h)
+		if err != nil || n < 0 {
+			return LogPage{}, fmt.Errorf("read log of task %d: bad X-Mito-Attempt %q", id, h)
+		}
+		p.Attempt = n
+	}
+	return p, nil
 }
 
 // ListArtifacts lists the files the task's attempts left in their output

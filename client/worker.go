@@ -97,6 +97,30 @@ func (c *Client) UploadArtifact(ctx context.Context, ref tasks.LeaseRef, name st
 	return c.sendRaw(ctx, http.MethodPut, path, ref, io.LimitReader(r, size), size)
 }
 
+// PresignArtifact asks for a URL to upload an artifact of size bytes
+// straight to the artifact store. A coordinator whose store cannot presign
+// refuses with a tasks.EInvalid error.
+func (c *Client) PresignArtifact(ctx context.Context, req tasks.PresignRequest) (*tasks.PresignResponse, error) {
+	var resp tasks.PresignResponse
+	path := fmt.Sprintf("/worker/v1/tasks/%d/artifacts-presign", req.Lease.Task)
+	if err := c.do(ctx, http.MethodPost, path, req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// CommitArtifact records an artifact uploaded by a URL from
+// PresignArtifact. The coordinator checks the size; the sha256 is the
+// caller's.
+func (c *Client) CommitArtifact(ctx context.Context, req tasks.CommitRequest) (*tasks.Artifact, error) {
+	var a tasks.Artifact
+	path := fmt.Sprintf("/worker/v1/tasks/%d/artifacts-commit", req.Lease.Task)
+	if err := c.do(ctx, http.MethodPost, path, req, &a); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
 // Finish reports the end of an attempt and returns the task as stored.
 func (c *Client) Finish(ctx context.Context, ref tasks.LeaseRef, res tasks.Result) (*tasks.Task, error) {
 	var t tasks.Task

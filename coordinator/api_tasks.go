@@ -309,7 +309,26 @@ func (c *Coordinator) handleLogs(w http.ResponseWriter, r *http.Request, u tasks
 	if off < 0 || limit < 1 {
 		return tasks.Invalid("offset", "offset must be ≥ 0 and limit ≥ 1")
 	}
-	data, err := c.store.ReadLog(r.Context(), t.ID, int(attempt), stream, off, int(min(limit, maxLogRead)))
+	follow := false
+	if s := q.Get("follow"); s != "" {
+		if follow, err = strconv.ParseBool(s); err != nil {
+			return tasks.Invalid("follow", "%q is not true or false", s)
+		}
+	}
+	wait := c.cfg.MaxWait
+	if s := q.Get("wait"); s != "" {
+		if wait, err = tasks.ParseDuration(s); err != nil || wait < 0 {
+			return tasks.Invalid("wait", "%q is not a duration", s)
+		}
+	}
+	var data []byte
+	if follow && int(attempt) == t.Attempt && !t.State.Final() {
+		// A follower of the live attempt: answer as soon as bytes come or
+		// the task ends, else when the wait runs out.
+		data, t, err = c.waitLog(r.Context(), t, int(attempt), stream, off, int(min(limit, maxLogRead)), min(wait, c.cfg.MaxWait))
+	} else {
+		data, err = c.store.ReadLog(r.Context(), t.ID, int(attempt), stream, off, int(min(limit, maxLogRead)))
+	}
 	if err != nil {
 		return err
 	}

@@ -57,6 +57,7 @@ func (c *Coordinator) routes() http.Handler {
 	user("GET /api/v1/tasks/{id}/logs", c.handleLogs)
 	user("GET /api/v1/tasks/{id}/artifacts", c.handleListArtifacts)
 	user("GET /api/v1/tasks/{id}/artifacts/{name...}", c.handleDownloadArtifact)
+	user("GET /api/v1/events", c.handleEvents)
 
 	user("GET /api/v1/hosts", c.handleListHosts)
 	user("GET /api/v1/hosts/{name}", c.handleGetHost)
@@ -75,6 +76,8 @@ func (c *Coordinator) routes() http.Handler {
 	worker("POST /worker/v1/heartbeat", c.handleHeartbeat)
 	worker("POST /worker/v1/tasks/{id}/log", c.handleAppendLog)
 	worker("PUT /worker/v1/tasks/{id}/artifacts/{name...}", c.handleUploadArtifact)
+	worker("POST /worker/v1/tasks/{id}/artifacts-presign", c.handlePresignArtifact)
+	worker("POST /worker/v1/tasks/{id}/artifacts-commit", c.handleCommitArtifact)
 	worker("POST /worker/v1/tasks/{id}/finish", c.handleFinish)
 
 	anon("GET /healthz", func(w http.ResponseWriter, r *http.Request) error {

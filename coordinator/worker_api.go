@@ -117,6 +117,7 @@ func (c *Coordinator) registerResponse(s *session) tasks.RegisterResponse {
 		Heartbeat: tasks.Duration(c.cfg.LeaseTTL / 3),
 		LogCap:    c.cfg.LogCap,
 		KillGrace: tasks.Duration(c.cfg.KillGrace),
+		Artifacts: c.artifactsMode(s),
 	}
 }
 
@@ -467,6 +468,7 @@ func (c *Coordinator) handleAppendLog(w http.ResponseWriter, r *http.Request, s 
 	if err := c.store.AppendLog(r.Context(), ref, stream, off, data); err != nil {
 		return err
 	}
+	c.publishLog(r.Context(), ref.Task, stream, off, off+int64(len(data)))
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

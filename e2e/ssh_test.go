@@ -235,10 +235,11 @@ func TestSSHHosts(t *testing.T) {
 		daemon, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 		tid := l.submit("-t", "b", "sh", "-c", "sleep 2; echo done")
 		l.waitFor(tid, 30*time.Second, tasks.Running)
-		// Kill the sshd processes serving the connections (not the
-		// listener): the session dies under the shim.
+		// Kill the sshd processes that serve this coordinator's shim on
+		// the host (not the listener, and not the connections of other
+		// tests running at the same time): the session dies under it.
 		killed := 0
-		for _, pid := range sshdDescendants(daemon) {
+		for _, pid := range shimSSHDs(daemon) {
 			if syscall.Kill(pid, syscall.SIGKILL) == nil {
 				killed++
 			}
@@ -362,44 +363,43 @@ func TestSSHHostKeyMismatch(t *testing.T) {
 	l.waitHosts(60*time.Second, tasks.HostReady, "h2", "h3")
 }
 
-// sshdDescendants lists the sshd processes below the listener pid.
-func sshdDescendants(pid int) []int {
+// shimSSHDs lists the sshd processes between the listener daemon and the
+// shims running below it.
+func shimSSHDs(daemon int) []int {
 	var out []int
-	for _, child := range childrenOf(pid) {
-		if comm, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(child), "comm")); strings.TrimSpace(string(comm)) == "sshd" {
-			out = append(out, child)
-		}
-		out = append(out, sshdDescendants(child)...)
-	}
-	return out
-}
-
-// childrenOf lists the processes whose parent is pid.
-func childrenOf(pid int) []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(st)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) > 1 {
-			if ppid, _ := strconv.Atoi(f[1]); ppid == pid {
-				out = append(out, child)
+	for _, p := range shimProcesses() {
+		pid, _ := strconv.Atoi(strings.Fields(p)[0])
+		var chain []int
+		for cur := parentOf(pid); cur > 1; cur = parentOf(cur) {
+			if cur == daemon {
+				out = append(out, chain...)
+				break
+			}
+			if comm, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(cur), "comm")); strings.TrimSpace(string(comm)) == "sshd" {
+				chain = append(chain, cur)
 			}
 		}
 	}
 	return out
+}
+
+// parentOf returns the parent pid of pid, or 0.
+func parentOf(pid int) int {
+	st, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0
+	}
+	s := string(st)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
 }
 
 func contains(list []string, s string) bool {

@@ -1,5 +1,7 @@
 package tasks
 
+import "time"
+
 // Messages of the worker protocol, spoken by a shim (over its SSH or pipe
 // link) or a standalone `mito worker` (over TCP) to the coordinator. Every
 // write for a task carries its LeaseRef.
@@ -9,6 +11,8 @@ package tasks
 //	POST /worker/v1/heartbeat            HeartbeatRequest → HeartbeatResponse (long poll)
 //	POST /worker/v1/tasks/{id}/log       raw bytes; query attempt, stream, offset; header X-Mito-Lease
 //	PUT  /worker/v1/tasks/{id}/artifacts/{name...}  raw bytes; query attempt; header X-Mito-Lease
+//	POST /worker/v1/tasks/{id}/artifacts-presign  PresignRequest → PresignResponse
+//	POST /worker/v1/tasks/{id}/artifacts-commit   CommitRequest  → Artifact
 //	POST /worker/v1/tasks/{id}/finish    FinishRequest    → Task
 //
 // Calls after register carry the session in the X-Mito-Session header.
@@ -46,6 +50,48 @@ type RegisterResponse struct {
 	KillGrace Duration `json:"kill_grace"`
 	// Stop lists attempts from RegisterRequest.Running that must be killed.
 	Stop []Stop `json:"stop,omitempty"`
+	// Artifacts is how the worker sends artifacts: ArtifactsRelay (through
+	// the coordinator, the PUT call), ArtifactsDirect (straight to the
+	// store by a presigned URL: the presign and commit calls) or
+	// ArtifactsAuto (direct where the store can be reached, else relay).
+	// Empty, from an older coordinator, means relay.
+	Artifacts string `json:"artifacts,omitempty"`
+}
+
+// Artifact upload modes, as in RegisterResponse.Artifacts and the
+// inventory's `artifacts:`.
+const (
+	ArtifactsAuto   = "auto"
+	ArtifactsDirect = "direct"
+	ArtifactsRelay  = "relay"
+)
+
+// PresignRequest asks for a URL to upload an artifact of Size bytes
+// straight to the artifact store.
+type PresignRequest struct {
+	Lease LeaseRef `json:"lease"`
+	Name  string   `json:"name"`
+	Size  int64    `json:"size"`
+}
+
+// PresignResponse says how to upload the artifact: send Method to URL
+// with Headers and a body of exactly the announced size, before Expires.
+// The URL is a credential: it is never logged.
+type PresignResponse struct {
+	URL     string            `json:"url"`
+	Method  string            `json:"method"`
+	Headers map[string]string `json:"headers,omitempty"`
+	Expires time.Time         `json:"expires"`
+}
+
+// CommitRequest records an artifact uploaded by a presigned URL. The
+// coordinator checks Size against the stored object; SHA256 is the
+// worker's, computed while it sent the bytes, and recorded as is.
+type CommitRequest struct {
+	Lease  LeaseRef `json:"lease"`
+	Name   string   `json:"name"`
+	Size   int64    `json:"size"`
+	SHA256 string   `json:"sha256"`
 }
 
 // ClaimRequest asks for up to Max tasks, waiting up to Wait for one to come.

@@ -12,7 +12,8 @@ import (
 )
 
 // uploadArtifacts streams every regular file under out to the coordinator,
-// named by its path relative to out with '/'. Through an os.Root, so that a
+// or straight to the artifact store where the session's mode allows it
+// (see uploadDirect), named by its path relative to out with '/'. Through an os.Root, so that a
 // symlink (or a directory swapped for one) can never make the worker read
 // a file outside out; symlinks and special files are skipped with a
 // warning.
@@ -45,7 +46,8 @@ func (w *worker) uploadArtifacts(a *attempt, out string) {
 	})
 }
 
-// uploadFile uploads one artifact, retrying transient failures. It reports
+// uploadFile uploads one artifact, directly or relayed, retrying
+// transient failures. It reports
 // whether to go on with the others: not when the lease is gone.
 func (w *worker) uploadFile(a *attempt, root *os.Root, name string) bool {
 	// O_NOFOLLOW: the walk saw a regular file, but the name may have been
@@ -61,6 +63,14 @@ func (w *worker) uploadFile(a *attempt, root *os.Root, name string) bool {
 		a.log.Warn("not a regular file; not uploaded", "artifact", name)
 		return true
 	}
+	if wantsDirect(w.cur(), fi.Size()) {
+		switch w.uploadDirect(a, f, name, fi.Size()) {
+		case directDone, directSkip:
+			return true
+		case directAbort:
+			return false
+		}
+	}
 	bo := backoff{min: 500 * time.Millisecond, max: 10 * time.Second}
 	for try := 1; ; try++ {
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
@@ -71,7 +81,7 @@ func (w *worker) uploadFile(a *attempt, root *os.Root, name string) bool {
 		err := s.c.UploadArtifact(a.ctx, a.ref, name, f, fi.Size())
 		switch {
 		case err == nil:
-			a.log.Debug("artifact uploaded", "artifact", name, "size", fi.Size())
+			a.log.Debug("artifact uploaded through the coordinator", "artifact", name, "size", fi.Size())
 			return true
 		case a.ctx.Err() != nil:
 			return false

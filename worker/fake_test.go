@@ -1,12 +1,15 @@
 package worker
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,10 +40,19 @@ type fakeCoord struct {
 	failRegister    int                   // answer this many more registrations with 503
 	claimDelay      time.Duration         // answer claims this long after granting the leases
 	failLogs        map[tasks.Stream]bool // refuse log writes of these streams with 400
+	presignURL      string                // when set, presigned URLs point here instead of at the fake S3
+	s3Status        int                   // when set, the fake S3 answers PUTs with this status
+	refusePresign   bool                  // refuse presigns as a store that cannot presign does
 	registered      tasks.RegisterRequest // the last registration
 	registrations   []tasks.RegisterRequest
 	heartbeatsSeen  int
 	claimed, maxRun int // attempts claimed and not finished; the most at once
+	// Direct uploads: the fake S3 behind the presigned URLs, what it holds
+	// (by task/attempt/name) and what went which way.
+	s3                         *httptest.Server
+	s3obj                      map[string][]byte
+	presigns, commits, relayed int
+	directNames, relayedNames  []string
 }
 
 type fakeTask struct {
@@ -68,9 +80,100 @@ func newFake(t *testing.T, reg tasks.RegisterResponse) *fakeCoord {
 	mux.HandleFunc("POST /worker/v1/tasks/{id}/log", f.session(f.log))
 	mux.HandleFunc("PUT /worker/v1/tasks/{id}/artifacts/{name...}", f.session(f.artifact))
 	mux.HandleFunc("POST /worker/v1/tasks/{id}/finish", f.session(f.finish))
+	mux.HandleFunc("POST /worker/v1/tasks/{id}/artifacts-presign", f.session(f.presign))
+	mux.HandleFunc("POST /worker/v1/tasks/{id}/artifacts-commit", f.session(f.commit))
 	f.srv = httptest.NewServer(f.hangable(mux))
 	t.Cleanup(f.srv.Close)
+	f.s3obj = make(map[string][]byte)
+	f.s3 = httptest.NewServer(http.HandlerFunc(f.s3put))
+	t.Cleanup(f.s3.Close)
 	return f
+}
+
+// s3put is the fake S3: it stores PUTs whose URL carries the signature,
+// streaming with a Content-Length, as S3 wants them.
+func (f *fakeCoord) s3put(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	status := f.s3Status
+	f.mu.Unlock()
+	switch {
+	case status != 0:
+		http.Error(w, "<Error><Code>AccessDenied</Code></Error>", status)
+		return
+	case r.Method != http.MethodPut || r.URL.Query().Get("X-Amz-Signature") != "sig":
+		http.Error(w, "<Error><Code>SignatureDoesNotMatch</Code></Error>", http.StatusForbidden)
+		return
+	case r.ContentLength < 0 || r.Header.Get("Content-Type") != "application/octet-stream":
+		http.Error(w, "<Error><Code>MissingContentLength</Code></Error>", http.StatusLengthRequired)
+		return
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return
+	}
+	f.mu.Lock()
+	f.s3obj[strings.TrimPrefix(r.URL.Path, "/")] = body
+	f.mu.Unlock()
+}
+
+func (f *fakeCoord) presign(w http.ResponseWriter, r *http.Request) {
+	var req tasks.PresignRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeErr(w, http.StatusBadRequest, tasks.EInvalid, err.Error())
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.presigns++
+	if f.refusePresign || f.reg.Artifacts == "" || f.reg.Artifacts == tasks.ArtifactsRelay {
+		writeErr(w, http.StatusBadRequest, tasks.EInvalid, "the artifact store cannot take direct uploads")
+		return
+	}
+	ft := f.lease(w, r.PathValue("id"), req.Lease.Attempt, req.Lease.Token)
+	if ft == nil {
+		return
+	}
+	base := f.s3.URL
+	if f.presignURL != "" {
+		base = f.presignURL
+	}
+	key := fmt.Sprintf("%d/%d/%s", ft.task.ID, req.Lease.Attempt, url.PathEscape(req.Name))
+	writeJSON(w, tasks.PresignResponse{
+		URL:     base + "/" + key + "?X-Amz-Signature=sig",
+		Method:  http.MethodPut,
+		Headers: map[string]string{"Content-Type": "application/octet-stream"},
+		Expires: time.Now().Add(time.Minute),
+	})
+}
+
+func (f *fakeCoord) commit(w http.ResponseWriter, r *http.Request) {
+	var req tasks.CommitRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeErr(w, http.StatusBadRequest, tasks.EInvalid, err.Error())
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.commits++
+	ft := f.lease(w, r.PathValue("id"), req.Lease.Attempt, req.Lease.Token)
+	if ft == nil {
+		return
+	}
+	body, ok := f.s3obj[fmt.Sprintf("%d/%d/%s", ft.task.ID, req.Lease.Attempt, req.Name)]
+	switch {
+	case !ok:
+		writeErr(w, http.StatusBadRequest, tasks.EInvalid, "nothing uploaded")
+		return
+	case int64(len(body)) != req.Size:
+		writeErr(w, http.StatusBadRequest, tasks.EInvalid, "size mismatch")
+		return
+	case fmt.Sprintf("%x", sha256.Sum256(body)) != req.SHA256:
+		f.t.Errorf("commit %s: sha256 %s does not match the bytes uploaded", req.Name, req.SHA256)
+	}
+	ft.artifacts[req.Name] = body
+	f.directNames = append(f.directNames, req.Name)
+	w.WriteHeader(http.StatusCreated)
+	writeJSON(w, tasks.Artifact{Task: ft.task.ID, Attempt: req.Lease.Attempt, Name: req.Name, Size: req.Size, SHA256: req.SHA256})
 }
 
 // hangable holds every request while hang is set, and answers nothing to
@@ -335,6 +438,8 @@ func (f *fakeCoord) artifact(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ft.artifacts[r.PathValue("name")] = body
+	f.relayed++
+	f.relayedNames = append(f.relayedNames, r.PathValue("name"))
 	w.WriteHeader(http.StatusNoContent)
 }
 

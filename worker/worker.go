@@ -16,10 +16,12 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -84,6 +86,11 @@ type Config struct {
 	ClaimWait time.Duration
 	// Logger receives the worker's own log. Nil discards it.
 	Logger *slog.Logger
+	// DirectClient sends artifacts straight to the artifact store, by the
+	// URLs the coordinator presigns, over the host's own network rather
+	// than Client's link. Nil means a client that gives up connecting
+	// after 5s (see newDirectClient).
+	DirectClient *http.Client
 }
 
 // worker is the state of one Run.
@@ -93,6 +100,7 @@ type worker struct {
 	workRoot string
 	baseEnv  []string
 	wait     time.Duration // claim wait asked for in the configuration
+	direct   *http.Client  // for direct artifact uploads
 
 	slotFreed chan struct{} // an attempt ended; capacity 1
 	hbWake    chan struct{} // an attempt started; capacity 1
@@ -128,6 +136,13 @@ type session struct {
 	claimWait time.Duration
 	logCap    int64
 	grace     time.Duration
+	// artifacts is how artifacts go: tasks.ArtifactsRelay, Direct or Auto.
+	artifacts string
+	// noDirect is set once a direct upload failed in auto mode: the rest
+	// of the session relays.
+	noDirect atomic.Bool
+	// noDirectOnce logs that decision once.
+	noDirectOnce sync.Once
 }
 
 type attemptKey struct {
@@ -234,7 +249,7 @@ func (w *worker) runSessions(ctx context.Context) error {
 	w.mu.Lock()
 	w.sess = s
 	w.mu.Unlock()
-	w.log.Info("registered", "slots", s.slots, "lease_ttl", s.leaseTTL, "heartbeat", s.heartbeat, "kill_margin", s.margin, "work_dir", w.workRoot)
+	w.log.Info("registered", "slots", s.slots, "artifacts", s.artifacts, "lease_ttl", s.leaseTTL, "heartbeat", s.heartbeat, "kill_margin", s.margin, "work_dir", w.workRoot)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.claimLoop(gctx, g) })
@@ -255,6 +270,10 @@ func newWorker(cfg Config) (*worker, error) {
 		sessLost:    make(chan struct{}, 1),
 		running:     make(map[attemptKey]*attempt),
 		sessChanged: make(chan struct{}),
+		direct:      cfg.DirectClient,
+	}
+	if w.direct == nil {
+		w.direct = newDirectClient()
 	}
 	if w.log == nil {
 		w.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -337,7 +356,12 @@ func (w *worker) register(ctx context.Context) (*client.Client, *tasks.RegisterR
 
 // newSession makes a session of the coordinator's settings.
 func (w *worker) newSession(c *client.Client, r *tasks.RegisterResponse) *session {
-	s := &session{c: c, slots: w.cfg.Slots, hostEnv: r.Env, logCap: r.LogCap}
+	s := &session{c: c, slots: w.cfg.Slots, hostEnv: r.Env, logCap: r.LogCap, artifacts: r.Artifacts}
+	switch s.artifacts {
+	case tasks.ArtifactsAuto, tasks.ArtifactsDirect:
+	default: // an older coordinator, or a mode this worker does not know
+		s.artifacts = tasks.ArtifactsRelay
+	}
 	if r.Slots > 0 {
 		s.slots = r.Slots
 	}

@@ -36,6 +36,7 @@ failure.`,
 		newClientTasksRetryCmd(gopts),
 		newClientTasksLogsCmd(gopts),
 		newClientTasksWaitCmd(gopts),
+		newClientTasksWatchCmd(gopts),
 		newClientArtifactsCmd(gopts),
 	)
 	return cmd
@@ -461,6 +462,14 @@ type logsOptions struct {
 	follow  bool
 }
 
+// A log follower's long poll: how long each read may wait on the
+// coordinator for output, and the least time between two reads that found
+// nothing.
+const (
+	logFollowWait   = 25 * time.Second
+	logFollowMinGap = 200 * time.Millisecond
+)
+
 // logChunk is how much of a log one request asks for: big enough that a
 // capped log takes a handful of requests, small enough to print promptly.
 const logChunk = 1 << 20
@@ -529,25 +538,53 @@ func runClientTasksLogs(ctx context.Context, gopts *clientOptions, opts logsOpti
 			attempt = t.Attempt
 		}
 	}
+	var wait time.Duration
+	if opts.follow {
+		wait = logFollowWait
+	}
 	for {
-		b, next, err := s.ReadLog(ctx, id, attempt, stream, offset, logChunk)
+		asked := time.Now()
+		p, err := s.ReadLogWait(ctx, id, attempt, stream, offset, logChunk, wait)
 		if err != nil {
 			return err
 		}
-		if len(b) > 0 {
-			if _, err := out.Write(b); err != nil {
+		if len(p.Data) > 0 {
+			if _, err := out.Write(p.Data); err != nil {
 				return err
 			}
 		}
-		if next > offset {
-			offset = next
+		if gopts.json() && attempt == 0 && p.Attempt > 0 {
+			attempt = p.Attempt // it has started since
+		}
+		if p.Next > offset {
+			offset = p.Next
 			continue
 		}
 		if !opts.follow || final {
 			break
 		}
-		// Nothing new: wait until the task ends or a while passes, then
-		// read again; once it has ended, one more read drains the rest.
+		if p.State != "" {
+			// The coordinator read the state before the log, and held the
+			// read until output came or the task ended: a final state
+			// with nothing new means the log is complete.
+			if p.State.Final() {
+				break
+			}
+			// An early empty answer (the task moved to another attempt)
+			// is read again at once; a coordinator that answers every
+			// follow at once is not let to make this a busy loop.
+			if time.Since(asked) < logFollowMinGap {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(logFollowMinGap):
+				}
+			}
+			continue
+		}
+		// A coordinator that does not say the state: wait until the task
+		// ends or a while passes, then read again; once it has ended, one
+		// more read drains the rest.
 		t, err := s.WaitTask(ctx, id, 2*time.Second)
 		if err != nil {
 			return err

@@ -13,12 +13,20 @@ import (
 	"github.com/mitolab/mito/tasks"
 )
 
-// Event says that a task changed.
+// Event says that a task changed: its state (Kind empty or "state"), or
+// its output (Kind "log": a chunk of Stream was stored, and the stream now
+// ends at Offset; State and Group are then empty).
 type Event struct {
 	Task  tasks.ID    `json:"task"`
 	Group string      `json:"group"`
 	State tasks.State `json:"state"`
 	Host  string      `json:"host,omitempty"`
+	// Kind is "" or "state" for a state change, "log" for new output.
+	Kind string `json:"kind,omitempty"`
+	// Stream is the output stream of a log event.
+	Stream tasks.Stream `json:"stream,omitempty"`
+	// Offset is where the stream ends after a log event's chunk.
+	Offset int64 `json:"offset,omitempty"`
 }
 
 // Bus delivers events to every subscriber. Implementations may drop events

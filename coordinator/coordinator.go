@@ -73,6 +73,17 @@ type Config struct {
 	Recheck time.Duration
 	// Now returns the time. Default time.Now; tests move it.
 	Now func() time.Time
+
+	// ID names this coordinator among those that share one store: it is
+	// the owner of the hosts it drives (shown by hosts list). It must be
+	// unique among running coordinators; a restart may reuse it, and then
+	// takes its hosts back at once. Default: "hostname-pid-random".
+	ID string
+	// HostLeaseTTL is how long this coordinator's ownership of a host
+	// holds without renewal (renewed every third of it). A host whose
+	// coordinator died is taken over by another one within about 1.5×
+	// HostLeaseTTL. Default 15s.
+	HostLeaseTTL time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -108,6 +119,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxHandshakes <= 0 {
 		c.MaxHandshakes = 8
+	}
+	if c.ID == "" {
+		c.ID = defaultID()
+	}
+	if c.HostLeaseTTL <= 0 {
+		c.HostLeaseTTL = 15 * time.Second
 	}
 }
 

@@ -35,13 +35,19 @@ func (c *Coordinator) hostOf(s *session) tasks.Host {
 	return h
 }
 
-// setHostState records a host's state, in memory and in the store. A
-// draining host stays draining, whatever its link does, until it goes
-// offline: it must not claim again after a reconnect.
-func (c *Coordinator) setHostState(ctx context.Context, s *session, st tasks.HostState, lastErr string) {
+// setHostState records a host's state, in memory and, when this
+// coordinator owns the host, in the store: another coordinator's host
+// record is its owner's to write. A draining host stays draining, whatever
+// its link does, until it goes offline: it must not claim again after a
+// reconnect.
+func (c *Coordinator) setHostState(ctx context.Context, d *hostDriver, st tasks.HostState, lastErr string) {
 	c.mu.Lock()
-	h := c.setHostStateLocked(s, st, lastErr)
+	h := c.setHostStateLocked(d.s, st, lastErr)
+	owned := d.owned
 	c.mu.Unlock()
+	if !owned {
+		return
+	}
 	if err := c.store.PutHost(ctx, h); err != nil && ctx.Err() == nil {
 		c.log.Warn("store host", logHost, h.Name, logErr, err)
 	}
@@ -79,6 +85,9 @@ type hostDriver struct {
 	// forceUpload makes the next connect send the shim even if a file of
 	// the right size is there: the last one could not be executed.
 	forceUpload bool
+	// owned is true while this driver holds the host's ownership lease
+	// (ownership.go).
+	owned bool
 }
 
 // manageHosts keeps a shim running for every inventory host until ctx
@@ -103,7 +112,7 @@ func (c *Coordinator) manageHosts(ctx context.Context) error {
 // its old link while the new one waits; tags, groups, env and slots apply
 // to the next claim. Before Run it only records the hosts.
 func (c *Coordinator) UpdateHosts(hosts []inventory.Host) {
-	var changed []*session
+	var changed []*hostDriver
 	c.mu.Lock()
 	ctx := c.runCtx
 	c.cfg.Hosts = hosts
@@ -129,7 +138,7 @@ func (c *Coordinator) UpdateHosts(hosts []inventory.Host) {
 			}
 			d.inv, d.s.env = h, h.Env
 			d.s.host.Tags, d.s.host.Groups, d.s.host.Slots = h.Tags, h.Groups, h.Slots
-			changed = append(changed, d.s)
+			changed = append(changed, d)
 		}
 	}
 	for name, d := range c.hosts {
@@ -139,9 +148,9 @@ func (c *Coordinator) UpdateHosts(hosts []inventory.Host) {
 		}
 	}
 	c.mu.Unlock()
-	for _, s := range changed { // store what hosts list shows
-		h := c.hostOf(s)
-		c.setHostState(ctx, s, h.State, h.LastError)
+	for _, d := range changed { // store what hosts list shows
+		h := c.hostOf(d.s)
+		c.setHostState(ctx, d, h.State, h.LastError)
 	}
 	if groups, err := c.EnsureGroups(ctx); err != nil {
 		c.log.Error("create the inventory's groups", logErr, err)
@@ -204,16 +213,22 @@ func (c *Coordinator) startDriver(ctx context.Context, h inventory.Host, after <
 
 // drain lets a draining host finish its running tasks, claiming nothing
 // new, then disconnects it. It stops early, leaving the host connected, if
-// the host is taken back into the inventory.
+// the host is taken back into the inventory. A host that another
+// coordinator owns runs nothing here: it stops driving it at once.
 func (c *Coordinator) drain(ctx context.Context, d *hostDriver) {
-	c.setHostState(ctx, d.s, tasks.HostDraining, "")
+	c.setHostState(ctx, d, tasks.HostDraining, "")
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		c.mu.Lock()
-		draining := d.s.draining
+		draining, owned := d.s.draining, d.owned
 		c.mu.Unlock()
 		if !draining {
+			return
+		}
+		if !owned {
+			c.log.Info("host drained: another coordinator drives it", logHost, d.s.host.Name)
+			d.cancel()
 			return
 		}
 		h, err := c.store.GetHost(ctx, d.s.host.Name)
@@ -239,25 +254,51 @@ func (c *Coordinator) hostEnv(s *session) map[string]string {
 	return s.env
 }
 
-// driveHost connects a host, again and again with backoff, until ctx ends.
+// driveHost drives a host until ctx ends: it waits until it owns the
+// host (other coordinators on the same store may), then connects it, again
+// and again with backoff, for as long as it keeps owning it.
 func (c *Coordinator) driveHost(ctx context.Context, d *hostDriver) {
-	s := d.s
-	name := s.host.Name
+	name := d.s.host.Name
 	defer func() {
-		// Offline, unless a new driver has taken the name over.
 		c.mu.Lock()
-		cur, owned := c.hosts[name]
+		cur, listed := c.hosts[name]
 		if cur == d {
 			delete(c.hosts, name)
 		}
 		c.mu.Unlock()
-		if !owned || cur == d {
-			c.setHostState(context.WithoutCancel(ctx), s, tasks.HostOffline, "")
+		switch {
+		case errors.Is(context.Cause(ctx), ErrAbandonHosts):
+			// A simulated crash: leave the record and the lease as they
+			// are, for another coordinator to take over when it expires.
+			c.setOwned(d, false)
+		case !listed || cur == d:
+			c.setHostState(context.WithoutCancel(ctx), d, tasks.HostOffline, "")
+			c.releaseHost(d)
+		default:
+			// A new driver of this coordinator has taken the name over
+			// (changed connection settings) and keeps the lease.
 		}
 	}()
+	for ctx.Err() == nil {
+		if !c.acquireHost(ctx, d) {
+			return
+		}
+		owned, lost := context.WithCancelCause(ctx)
+		stop := c.holdHost(owned, d, lost)
+		c.connectLoop(owned, d)
+		stop()
+		lost(nil)
+	}
+}
+
+// connectLoop connects a host, again and again with backoff, until ctx
+// ends.
+func (c *Coordinator) connectLoop(ctx context.Context, d *hostDriver) {
+	s := d.s
+	name := c.hostOf(s).Name
 	backoff := minBackoff
 	for ctx.Err() == nil {
-		c.setHostState(ctx, s, tasks.HostConnecting, c.hostOf(s).LastError)
+		c.setHostState(ctx, d, tasks.HostConnecting, c.hostOf(s).LastError)
 		start := time.Now()
 		err := c.connectStable(ctx, d)
 		if ctx.Err() != nil {
@@ -277,7 +318,7 @@ func (c *Coordinator) driveHost(ctx context.Context, d *hostDriver) {
 			backoff = maxBackoff // a wrong key or host key does not fix itself quickly
 		}
 		c.log.Warn("host link ended", logHost, name, logErr, msg, "retry_in", backoff)
-		c.setHostState(ctx, s, tasks.HostUnreachable, msg)
+		c.setHostState(ctx, d, tasks.HostUnreachable, msg)
 		// Full jitter keeps many hosts from reconnecting in lockstep.
 		sleep := backoff/2 + rand.N(backoff/2+1)
 		select {
@@ -305,7 +346,7 @@ func (c *Coordinator) connectStable(ctx context.Context, d *hostDriver) error {
 		degraded := d.s.host.State == tasks.HostDegraded
 		c.mu.Unlock()
 		if degraded {
-			c.setHostState(ctx, d.s, tasks.HostReady, "")
+			c.setHostState(ctx, d, tasks.HostReady, "")
 		}
 	}()
 	err := c.connectHost(ctx, d)

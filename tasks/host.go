@@ -30,4 +30,8 @@ type Host struct {
 	OS        string    `json:"os,omitempty"`
 	Arch      string    `json:"arch,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Coordinator is the id of the coordinator that holds (or last held,
+	// if its lease ran out and nobody took the host over yet) the host's
+	// ownership lease; empty when none does, as for standalone workers.
+	Coordinator string `json:"coordinator,omitempty"`
 }

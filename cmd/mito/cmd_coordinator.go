@@ -50,6 +50,7 @@ type coordinatorOptions struct {
 	sshConfig string
 	reload    time.Duration
 	s3        s3.Config
+	id        string
 }
 
 func newCoordinatorCmd() *cobra.Command {
@@ -72,7 +73,7 @@ that were running are left to their leases, which requeue them.
 
 These flags can also be set by environment variables: MITO_LISTEN,
 MITO_DATA_DIR, MITO_INVENTORY, MITO_DB, MITO_SHIM, MITO_TLS_CERT,
-MITO_TLS_KEY, MITO_SSH_CONFIG, and MITO_S3_ENDPOINT, MITO_S3_BUCKET,
+MITO_TLS_KEY, MITO_SSH_CONFIG, MITO_COORDINATOR_ID, and MITO_S3_ENDPOINT, MITO_S3_BUCKET,
 MITO_S3_REGION, MITO_S3_PREFIX, MITO_S3_TLS, MITO_S3_ACCESS_KEY; the S3
 secret key comes from MITO_S3_SECRET_KEY only. Serve HTTPS (--tls-cert, --tls-key) whenever the coordinator
 listens beyond loopback: passwords and tokens cross the API.`,
@@ -105,6 +106,7 @@ listens beyond loopback: passwords and tokens cross the API.`,
 	f.StringVar(&opts.s3.AccessKey, "s3-access-key", os.Getenv("MITO_S3_ACCESS_KEY"), "S3 access key (or MITO_S3_ACCESS_KEY); the secret key is read from MITO_S3_SECRET_KEY only, never from a flag")
 	f.StringVar(&opts.tlsCert, "tls-cert", os.Getenv("MITO_TLS_CERT"), "serve HTTPS with this certificate (PEM); needs --tls-key")
 	f.StringVar(&opts.tlsKey, "tls-key", os.Getenv("MITO_TLS_KEY"), "private key (PEM) of --tls-cert")
+	f.StringVar(&opts.id, "id", os.Getenv("MITO_COORDINATOR_ID"), "this coordinator's id among those sharing one --db, shown as the owner of the hosts it drives (default hostname-pid-random)")
 	f.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
 	return cmd
@@ -295,6 +297,7 @@ func runCoordinator(ctx context.Context, opts coordinatorOptions) error {
 		Shims:    shimBinaries(shim),
 		SSH:      ssh.Config{SSHConfig: opts.sshConfig},
 		LeaseTTL: opts.leaseTTL, KillGrace: opts.killGrace,
+		ID: opts.id,
 	})
 	pwFile := filepath.Join(opts.dataDir, "admin-password")
 	created, err := c.EnsureAdmin(ctx, os.Getenv("MITO_ADMIN_PASSWORD"), pwFile)
@@ -332,7 +335,7 @@ func runCoordinator(ctx context.Context, opts coordinatorOptions) error {
 	if opts.tlsCert != "" {
 		scheme = "https"
 	}
-	log.Info("coordinator listening", "url", scheme+"://"+ln.Addr().String(), "store", desc, "artifacts", artsDesc, "hosts", len(hosts), "shim", strings.Join(shim, " "))
+	log.Info("coordinator listening", "url", scheme+"://"+ln.Addr().String(), "id", c.ID(), "store", desc, "artifacts", artsDesc, "hosts", len(hosts), "shim", strings.Join(shim, " "))
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.Run(gctx) })

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -201,4 +202,18 @@ func describeKey(key string) string {
 		return strconv.Quote(key)
 	}
 	return pub.Type() + " " + ssh.FingerprintSHA256(pub)
+}
+
+// CheckHostLease returns AcquireHost's EInvalid error for its arguments,
+// or nil.
+func CheckHostLease(name, owner string, ttl time.Duration) error {
+	switch {
+	case name == "":
+		return tasks.Invalid("name", "a host name is required")
+	case owner == "":
+		return tasks.Invalid("owner", "a coordinator id is required")
+	case ttl <= 0:
+		return tasks.Invalid("ttl", "must be positive, got %s", ttl)
+	}
+	return nil
 }

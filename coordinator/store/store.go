@@ -119,6 +119,22 @@ type Store interface {
 	// GetHost returns one host. ENotFound if none.
 	GetHost(ctx context.Context, name string) (tasks.Host, error)
 
+	// AcquireHost takes or renews the ownership lease of the inventory
+	// host name for the coordinator owner, until now+ttl, and reports
+	// whether owner holds it now. It succeeds when nobody holds the
+	// lease, when owner already does (a renewal), or when the holder's
+	// lease expired before now; otherwise it changes nothing and returns
+	// false. It is one statement: of concurrent callers exactly one wins.
+	// The lease is independent of the host's record (PutHost never
+	// touches it, and a host need not have a record yet); ListHosts and
+	// GetHost show its holder as Host.Coordinator. EInvalid if name or
+	// owner is empty or ttl is not positive.
+	AcquireHost(ctx context.Context, name, owner string, now time.Time, ttl time.Duration) (bool, error)
+	// ReleaseHost ends owner's lease of host name at once, so that another
+	// coordinator may take it over without waiting for it to expire. It
+	// does nothing if owner does not hold the lease.
+	ReleaseHost(ctx context.Context, name, owner string) error
+
 	// PinnedHostKey returns the host key pinned for hostport ("host:port")
 	// under the accept-new policy, in authorized_keys form ("type base64",
 	// no comment); ok is false when none is. EInvalid if hostport is not

@@ -142,16 +142,18 @@ func (s *Store) PutHost(ctx context.Context, h tasks.Host) error {
 	return nil
 }
 
-// hostSQL selects hosts with Running counted from the tasks they hold.
+// hostSQL selects hosts with Running counted from the tasks they hold and
+// Coordinator from their ownership lease.
 const hostSQL = `SELECT name, transport, tags, group_names, slots, state, last_error, os, arch, updated_at,
-	(SELECT count(*) FROM tasks WHERE tasks.state = 'running' AND tasks.host = hosts.name)
+	(SELECT count(*) FROM tasks WHERE tasks.state = 'running' AND tasks.host = hosts.name),
+	coalesce((SELECT owner FROM host_owners WHERE host_owners.name = hosts.name), '')
 	FROM hosts`
 
 func scanHost(row pgx.Row) (tasks.Host, error) {
 	var h tasks.Host
 	var state string
 	if err := row.Scan(&h.Name, &h.Transport, &h.Tags, &h.Groups, &h.Slots, &state, &h.LastError, &h.OS, &h.Arch,
-		&h.UpdatedAt, &h.Running); err != nil {
+		&h.UpdatedAt, &h.Running, &h.Coordinator); err != nil {
 		return tasks.Host{}, err
 	}
 	h.State, h.Tags, h.Groups, h.UpdatedAt = tasks.HostState(state), nilIfEmpty(h.Tags), nilIfEmpty(h.Groups), h.UpdatedAt.UTC()

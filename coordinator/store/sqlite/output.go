@@ -119,9 +119,11 @@ func (s *Store) PutHost(ctx context.Context, h tasks.Host) error {
 	})
 }
 
-// hostSQL selects hosts with Running counted from the tasks they hold.
+// hostSQL selects hosts with Running counted from the tasks they hold and
+// Coordinator from their ownership lease.
 const hostSQL = `SELECT name, transport, tags, group_names, slots, state, last_error, os, arch, updated_at,
-	(SELECT count(*) FROM tasks WHERE tasks.state = 'running' AND tasks.host = hosts.name)
+	(SELECT count(*) FROM tasks WHERE tasks.state = 'running' AND tasks.host = hosts.name),
+	coalesce((SELECT owner FROM host_owners WHERE host_owners.name = hosts.name), '')
 	FROM hosts`
 
 func scanHost(row interface{ Scan(...any) error }) (tasks.Host, error) {
@@ -129,7 +131,7 @@ func scanHost(row interface{ Scan(...any) error }) (tasks.Host, error) {
 	var tags, groups string
 	var updated int64
 	if err := row.Scan(&h.Name, &h.Transport, &tags, &groups, &h.Slots, &h.State, &h.LastError, &h.OS, &h.Arch,
-		&updated, &h.Running); err != nil {
+		&updated, &h.Running, &h.Coordinator); err != nil {
 		return tasks.Host{}, err
 	}
 	var err error

@@ -46,6 +46,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Hosts", testHosts},
 		{"HostKeys", testHostKeys},
 		{"HostKeysConcurrent", testHostKeysConcurrent},
+		{"HostOwnership", testHostOwnership},
+		{"HostOwnershipConcurrent", testHostOwnershipConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

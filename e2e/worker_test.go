@@ -69,7 +69,7 @@ func TestInventoryGroupsAreCreated(t *testing.T) {
 }
 
 // TestPostgresAndS3 runs the coordinator on the production backends: its
-// state in PostgreSQL and the artifacts in a real S3 server.
+// state in PostgreSQL, the artifacts in a real S3 server, events on Redis.
 func TestPostgresAndS3(t *testing.T) {
 	pg, s3 := os.Getenv("MITO_TEST_PG_URL"), os.Getenv("MITO_TEST_S3_ENDPOINT")
 	if pg == "" || s3 == "" {
@@ -98,8 +98,14 @@ func TestPostgresAndS3(t *testing.T) {
 	t.Setenv("MITO_S3_ACCESS_KEY", os.Getenv("MITO_TEST_S3_ACCESS_KEY"))
 	t.Setenv("MITO_S3_SECRET_KEY", os.Getenv("MITO_TEST_S3_SECRET_KEY"))
 	bucket := fmt.Sprintf("mito-e2e-%d", time.Now().UnixNano())
-	l := startLab(t, "hosts:\n  - {name: h, transport: local, groups: [admin]}\n",
-		"--db", db, "--s3-endpoint", s3, "--s3-bucket", bucket)
+	args := []string{"--db", db, "--s3-endpoint", s3, "--s3-bucket", bucket}
+	if r := os.Getenv("MITO_TEST_REDIS_URL"); r != "" {
+		args = append(args, "--redis", r)
+	}
+	l := startLab(t, "hosts:\n  - {name: h, transport: local, groups: [admin]}\n", args...)
+	if os.Getenv("MITO_TEST_REDIS_URL") != "" && !strings.Contains(l.logs.String(), "events=\"redis") {
+		t.Errorf("the coordinator does not say it uses Redis for events")
+	}
 	if logs := l.logs.String(); strings.Contains(logs, os.Getenv("MITO_TEST_S3_SECRET_KEY")) {
 		t.Error("the coordinator logged the S3 secret key")
 	}

@@ -17,12 +17,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/mitolab/mito/coordinator"
 	"github.com/mitolab/mito/coordinator/artifacts"
 	"github.com/mitolab/mito/coordinator/artifacts/s3"
+	"github.com/mitolab/mito/coordinator/events"
+	"github.com/mitolab/mito/coordinator/events/redisbus"
 	"github.com/mitolab/mito/coordinator/store"
 	"github.com/mitolab/mito/coordinator/store/postgres"
 	"github.com/mitolab/mito/coordinator/store/sqlite"
@@ -50,6 +53,7 @@ type coordinatorOptions struct {
 	sshConfig string
 	reload    time.Duration
 	s3        s3.Config
+	redis     string
 	id        string
 }
 
@@ -74,8 +78,8 @@ that were running are left to their leases, which requeue them.
 These flags can also be set by environment variables: MITO_LISTEN,
 MITO_DATA_DIR, MITO_INVENTORY, MITO_DB, MITO_SHIM, MITO_TLS_CERT,
 MITO_TLS_KEY, MITO_SSH_CONFIG, MITO_COORDINATOR_ID, and MITO_S3_ENDPOINT, MITO_S3_BUCKET,
-MITO_S3_REGION, MITO_S3_PREFIX, MITO_S3_TLS, MITO_S3_ACCESS_KEY; the S3
-secret key comes from MITO_S3_SECRET_KEY only. Serve HTTPS (--tls-cert, --tls-key) whenever the coordinator
+MITO_S3_REGION, MITO_S3_PREFIX, MITO_S3_TLS, MITO_S3_ACCESS_KEY, MITO_REDIS,
+MITO_COORDINATOR_ID; the S3 secret key comes from MITO_S3_SECRET_KEY only. Serve HTTPS (--tls-cert, --tls-key) whenever the coordinator
 listens beyond loopback: passwords and tokens cross the API.`,
 		Example: `  # Embedded default, two local hosts:
   mito coordinator --inventory examples/inventories/local.yaml
@@ -104,6 +108,7 @@ listens beyond loopback: passwords and tokens cross the API.`,
 	f.StringVar(&opts.s3.Prefix, "s3-prefix", os.Getenv("MITO_S3_PREFIX"), "key prefix inside the bucket, to share it")
 	f.BoolVar(&opts.s3.Secure, "s3-tls", os.Getenv("MITO_S3_TLS") == "true", "reach S3 over https")
 	f.StringVar(&opts.s3.AccessKey, "s3-access-key", os.Getenv("MITO_S3_ACCESS_KEY"), "S3 access key (or MITO_S3_ACCESS_KEY); the secret key is read from MITO_S3_SECRET_KEY only, never from a flag")
+	f.StringVar(&opts.redis, "redis", os.Getenv("MITO_REDIS"), "Redis URL (redis://[:password@]host:port/db) for live events shared by several coordinators; default: in-process")
 	f.StringVar(&opts.tlsCert, "tls-cert", os.Getenv("MITO_TLS_CERT"), "serve HTTPS with this certificate (PEM); needs --tls-key")
 	f.StringVar(&opts.tlsKey, "tls-key", os.Getenv("MITO_TLS_KEY"), "private key (PEM) of --tls-cert")
 	f.StringVar(&opts.id, "id", os.Getenv("MITO_COORDINATOR_ID"), "this coordinator's id among those sharing one --db, shown as the owner of the hosts it drives (default hostname-pid-random)")
@@ -203,6 +208,40 @@ func openStore(ctx context.Context, db, dataDir string) (store.Store, string, er
 	return st, "sqlite " + path, nil
 }
 
+// eventBus is an events.Bus that can be closed.
+type eventBus interface {
+	events.Bus
+	Close() error
+}
+
+// redisLog adapts slog to go-redis's logger.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.Debug("redis: " + fmt.Sprintf(format, v...))
+}
+
+// localBus is the in-process bus, which needs no closing.
+type localBus struct{ *events.Local }
+
+func (localBus) Close() error { return nil }
+
+// openEvents connects to Redis when a URL is given, so that several
+// coordinators wake each other; otherwise events stay in this process.
+func openEvents(ctx context.Context, url string, log *slog.Logger) (eventBus, string, error) {
+	if url == "" {
+		return localBus{events.NewLocal()}, "in-process", nil
+	}
+	// go-redis logs every failed dial of its own accord; send that to our
+	// log at debug level (the bus itself reports outages once).
+	redis.SetLogger(redisLog{log})
+	bus, err := redisbus.New(ctx, url, redisbus.WithLogger(log))
+	if err != nil {
+		return nil, "", fmt.Errorf("connect to redis for events: %w", err) // the URL in err is redacted
+	}
+	return bus, "redis " + redactURL(url), nil
+}
+
 // openArtifacts opens the artifact store: S3 when --s3-endpoint is given,
 // else a directory under the data directory.
 func openArtifacts(ctx context.Context, opts coordinatorOptions) (artifacts.Store, string, error) {
@@ -292,8 +331,14 @@ func runCoordinator(ctx context.Context, opts coordinatorOptions) error {
 	if err != nil {
 		return err
 	}
+	bus, busDesc, err := openEvents(ctx, opts.redis, log)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
 	c := coordinator.New(coordinator.Config{
-		Store: st, Artifacts: arts, Logger: log, Hosts: hosts, ShimCommand: shim,
+		Events: bus,
+		Store:  st, Artifacts: arts, Logger: log, Hosts: hosts, ShimCommand: shim,
 		Shims:    shimBinaries(shim),
 		SSH:      ssh.Config{SSHConfig: opts.sshConfig},
 		LeaseTTL: opts.leaseTTL, KillGrace: opts.killGrace,
@@ -335,7 +380,7 @@ func runCoordinator(ctx context.Context, opts coordinatorOptions) error {
 	if opts.tlsCert != "" {
 		scheme = "https"
 	}
-	log.Info("coordinator listening", "url", scheme+"://"+ln.Addr().String(), "id", c.ID(), "store", desc, "artifacts", artsDesc, "hosts", len(hosts), "shim", strings.Join(shim, " "))
+	log.Info("coordinator listening", "url", scheme+"://"+ln.Addr().String(), "id", c.ID(), "store", desc, "artifacts", artsDesc, "events", busDesc, "hosts", len(hosts), "shim", strings.Join(shim, " "))
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.Run(gctx) })

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/mitolab/mito/coordinator"
-	"github.com/mitolab/mito/coordinator/store/sqlite"
 	"github.com/mitolab/mito/tasks"
 )
 
@@ -113,34 +111,9 @@ func (s *presignStore) has(key string) bool {
 // newPresignEnv is newEnv on a presigning artifact store.
 func newPresignEnv(t *testing.T, cfg coordinator.Config) (*env, *presignStore) {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "mito.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	arts := newPresignStore(t)
-	cfg.Store, cfg.Artifacts = st, arts
-	c := coordinator.New(cfg)
-	if _, err := c.EnsureAdmin(ctx, adminPassword, filepath.Join(dir, "admin-password")); err != nil {
-		t.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- c.Run(runCtx) }()
-	srv := httptest.NewServer(c.Handler())
-	t.Cleanup(func() {
-		srv.CloseClientConnections()
-		srv.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("coordinator Run: %v", err)
-		}
-	})
-	e := &env{t: t, c: c, srv: srv}
-	e.admin = e.login("admin", adminPassword)
-	return e, arts
+	cfg.Artifacts = arts
+	return newEnv(t, cfg), arts
 }
 
 func putURL(t *testing.T, p tasks.PresignResponse, body []byte) int {

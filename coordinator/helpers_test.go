@@ -19,8 +19,8 @@ import (
 	"github.com/mitolab/mito/tasks"
 )
 
-// env is a coordinator on a real SQLite store and artifact directory,
-// served over HTTP.
+// env is a coordinator on a real SQLite store and (unless the Config
+// brings its own artifact store) an artifact directory, served over HTTP.
 type env struct {
 	t     *testing.T
 	c     *coordinator.Coordinator
@@ -39,11 +39,14 @@ func newEnv(t *testing.T, cfg coordinator.Config) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	arts, err := artifacts.NewDir(filepath.Join(dir, "artifacts"))
-	if err != nil {
-		t.Fatal(err)
+	if cfg.Artifacts == nil {
+		arts, err := artifacts.NewDir(filepath.Join(dir, "artifacts"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Artifacts = arts
 	}
-	cfg.Store, cfg.Artifacts = st, arts
+	cfg.Store = st
 	c := coordinator.New(cfg)
 	if _, err := c.EnsureAdmin(ctx, adminPassword, filepath.Join(dir, "admin-password")); err != nil {
 		t.Fatal(err)

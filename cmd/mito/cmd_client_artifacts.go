@@ -103,7 +103,8 @@ On this command -o names the directory (default "."), not the output format.
 
 Names come from the task, so they are not trusted: a name that is absolute,
 has a ".." part or would land outside the directory is refused, and so is
-a path through a symbolic link that leads out of it. Each file is written
+a path through a symbolic link that leads out of it. On a terminal, each file of 1 MiB or more shows a progress line on
+stderr; -q hides it. Each file is written
 under a temporary name, checked against the SHA-256 the coordinator
 recorded, and only then renamed into place; an existing file of the same
 name is replaced.`,
@@ -169,9 +170,14 @@ func runClientArtifactsDownload(ctx context.Context, gopts *clientOptions, opts 
 	}
 	defer root.Close()
 
+	// A progress line per large file, on a terminal only.
+	var progressTo io.Writer
+	if !gopts.quiet && isTerminal(gopts.stderr) {
+		progressTo = gopts.stderr
+	}
 	var errs []error
 	for _, w := range want {
-		n, err := downloadArtifact(ctx, s, root, id, w)
+		n, err := downloadArtifact(ctx, s, root, id, w, progressTo)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -242,7 +248,8 @@ func localArtifactPath(name string) (string, error) {
 // downloadArtifact streams one artifact to a temporary file in root,
 // checks its size and SHA-256, and renames it into place. root confines
 // every file operation, symbolic links included, to the download directory.
-func downloadArtifact(ctx context.Context, s *session, root *os.Root, id tasks.ID, w wanted) (int64, error) {
+// With progressTo set, a file of 1 MiB or more shows a progress line there.
+func downloadArtifact(ctx context.Context, s *session, root *os.Root, id tasks.ID, w wanted, progressTo io.Writer) (int64, error) {
 	rel, err := localArtifactPath(w.name)
 	if err != nil {
 		return 0, err
@@ -280,7 +287,15 @@ func downloadArtifact(ctx context.Context, s *session, root *os.Root, id tasks.I
 		}
 	}()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), body)
+	dst := io.MultiWriter(f, h)
+	prog := startDownloadProgress(progressTo, w.name, size)
+	if prog != nil {
+		dst = io.MultiWriter(f, h, prog)
+	}
+	n, err := io.Copy(dst, body)
+	if prog != nil {
+		prog.Finish(err == nil)
+	}
 	if err != nil {
 		f.Close()
 		if ctx.Err() != nil {

@@ -55,6 +55,7 @@ type coordinatorOptions struct {
 	s3        s3.Config
 	redis     string
 	id        string
+	config    string
 }
 
 func newCoordinatorCmd() *cobra.Command {
@@ -80,7 +81,20 @@ MITO_DATA_DIR, MITO_INVENTORY, MITO_DB, MITO_SHIM, MITO_TLS_CERT,
 MITO_TLS_KEY, MITO_SSH_CONFIG, MITO_COORDINATOR_ID, and MITO_S3_ENDPOINT, MITO_S3_BUCKET,
 MITO_S3_REGION, MITO_S3_PREFIX, MITO_S3_TLS, MITO_S3_ACCESS_KEY, MITO_REDIS,
 MITO_COORDINATOR_ID; the S3 secret key comes from MITO_S3_SECRET_KEY only. Serve HTTPS (--tls-cert, --tls-key) whenever the coordinator
-listens beyond loopback: passwords and tokens cross the API.`,
+listens beyond loopback: passwords and tokens cross the API.
+
+--config FILE (or MITO_CONFIG) reads the same settings from a YAML file
+whose keys mirror the flags, with "_" for "-" and the S3 ones under s3:
+
+  listen: 0.0.0.0:7800
+  db: postgres://mito@db.lab/mito
+  lease_ttl: 30s
+  s3: {endpoint: s3.lab:9000, bucket: mito-artifacts, tls: true}
+
+A flag beats its environment variable, which beats the file, which beats
+the default. Unknown keys are errors. The file may hold the --db and
+--redis URLs, passwords included (keep it private; they are never logged),
+but not the S3 secret key, which comes from MITO_S3_SECRET_KEY only.`,
 		Example: `  # Embedded default, two local hosts:
   mito coordinator --inventory examples/inventories/local.yaml
 
@@ -89,10 +103,16 @@ listens beyond loopback: passwords and tokens cross the API.`,
   mito coordinator --db postgres://mito@db.lab/mito --s3-endpoint s3.lab:9000 --inventory lab.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.config != "" {
+				if err := applyCoordinatorConfig(cmd, opts.config); err != nil {
+					return err
+				}
+			}
 			return runCoordinator(cmd.Context(), opts)
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&opts.config, "config", os.Getenv("MITO_CONFIG"), "read settings from this YAML `file`; its keys mirror the flags (data_dir for --data-dir, s3: {endpoint: …} for --s3-endpoint)")
 	f.StringVar(&opts.listen, "listen", envOr("MITO_LISTEN", defaultListen), "address to serve the API on")
 	f.StringVar(&opts.dataDir, "data-dir", envOr("MITO_DATA_DIR", defaultDataDir()), "directory for the SQLite store, artifacts and the admin password")
 	f.StringVar(&opts.inventory, "inventory", os.Getenv("MITO_INVENTORY"), "YAML inventory of hosts to run tasks on")

@@ -53,6 +53,7 @@ psql -h 127.0.0.1 -p "$PGPORT" -U postgres -qc "CREATE DATABASE mito" >/dev/null
 say "postgres on 127.0.0.1:$PGPORT"
 
 cat > "$LAB/env" <<ENV
+export LAB='$LAB'
 export MITO_TEST_PG_URL='postgres://postgres@127.0.0.1:$PGPORT/mito?sslmode=disable'
 ENV
 

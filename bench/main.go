@@ -75,6 +75,10 @@ type options struct {
 	transport string
 	hostsSet  bool // -hosts was given
 	ssh       sshOptions
+
+	artifacts    bool
+	artifactSize int64
+	artifactRuns int
 }
 
 func main() {
@@ -96,6 +100,9 @@ func main() {
 	flag.BoolVar(&o.verbose, "v", false, "log the coordinator at info level to stderr (default: warnings only)")
 	flag.StringVar(&o.transport, "transport", "local", "hosts: local (shim child processes) or ssh (real sshd hosts; see the -ssh-* flags)")
 	sshFlags(&o.ssh)
+	flag.BoolVar(&o.artifacts, "artifacts", false, "measure artifact throughput instead: a plain minio-go PutObject against a task's artifact sent direct and relayed, to the S3 server of MITO_TEST_S3_*")
+	flag.Int64Var(&o.artifactSize, "artifact-size", 256<<20, "with -artifacts, the size of the file in bytes")
+	flag.IntVar(&o.artifactRuns, "artifact-runs", 3, "with -artifacts, uploads of each kind (the median counts)")
 	flag.Parse()
 	flag.Visit(func(f *flag.Flag) { o.hostsSet = o.hostsSet || f.Name == "hosts" })
 	if flag.NArg() > 0 {
@@ -120,6 +127,9 @@ type result struct {
 }
 
 func run(o options) error {
+	if o.artifacts {
+		return runArtifacts(o)
+	}
 	switch o.transport {
 	case "local":
 	case "ssh":
@@ -276,12 +286,15 @@ type instance struct {
 // then calls Run, so that runStart is the moment the hosts start to
 // connect.
 func start(ctx context.Context, st store.Store, dir string, cfg coordinator.Config) (*instance, error) {
-	arts, err := artifacts.NewDir(filepath.Join(dir, "artifacts"))
-	if err != nil {
-		return nil, err
+	if cfg.Artifacts == nil {
+		arts, err := artifacts.NewDir(filepath.Join(dir, "artifacts"))
+		if err != nil {
+			return nil, err
+		}
+		cfg.Artifacts = arts
 	}
 	counted := newCountingStore(st)
-	cfg.Store, cfg.Artifacts = counted, arts
+	cfg.Store = counted
 	c := coordinator.New(cfg)
 	if _, err := c.EnsureAdmin(ctx, adminPassword, filepath.Join(dir, "admin-password")); err != nil {
 		return nil, err

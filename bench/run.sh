@@ -3,12 +3,15 @@
 # through a coordinator and local shims, on SQLite and on PostgreSQL, for a
 # few host×slot configurations; then the same through real sshd hosts, with
 # the time from a coordinator's start until every SSH host is ready, cold
-# (shim uploaded) and warm (shim cached). Prints markdown tables, headed by
+# (shim uploaded) and warm (shim cached); and a 256 MiB artifact sent
+# direct and relayed to S3 against a plain minio-go PutObject. Prints markdown tables, headed by
 # the machine, for docs/benchmarks.md. `make bench` runs it after `make build`.
 #
 # Services: MITO_TEST_PG_URL and MITO_TEST_SSH_* if set; otherwise
 # .ci/services-up.sh starts a private PostgreSQL (on port MITO_BENCH_PGPORT,
-# default 5434) and, as root, the sshd hosts, in a LAB directory of its own
+# default 5434), S3 server (MITO_BENCH_S3PORT, 7072), Redis
+# (MITO_BENCH_REDISPORT, 6392) and, as root, the sshd hosts, in a LAB
+# directory of its own
 # (MITO_BENCH_LAB, default /tmp/mito-bench-lab), so that it never touches
 # the services of a `make test` running at the same time; it stops them at
 # the end. The sshd hosts' addresses are global: if a `make test` holds
@@ -28,11 +31,13 @@ SSH_SHIM=$ROOT/bin/mito-shim-linux-$(go env GOARCH)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/mito-bench-run.XXXXXX")
 PGPORT=${MITO_BENCH_PGPORT:-5434}
+S3PORT=${MITO_BENCH_S3PORT:-7072}
+REDISPORT=${MITO_BENCH_REDISPORT:-6392}
 LAB=${MITO_BENCH_LAB:-/tmp/mito-bench-lab}
 started=""
 cleanup() {
   if [ -n "$started" ]; then
-    LAB=$LAB MITO_CI_PGPORT=$PGPORT bash .ci/services-down.sh
+    LAB=$LAB MITO_CI_PGPORT=$PGPORT MITO_CI_S3PORT=$S3PORT MITO_CI_REDISPORT=$REDISPORT bash .ci/services-down.sh
   fi
   rm -rf "$TMP"
 }
@@ -47,7 +52,7 @@ if { [ -z "${MITO_TEST_PG_URL:-}" ] || [ -z "${MITO_TEST_SSH_HOSTS:-}" ]; } && [
   started=1
   # This shell owns the sshd hosts: if it dies without stopping them, the
   # next run may take them back.
-  LAB=$LAB MITO_CI_PGPORT=$PGPORT MITO_CI_OWNER_PID=$$ bash .ci/services-up.sh >&2 ||
+  LAB=$LAB MITO_CI_PGPORT=$PGPORT MITO_CI_S3PORT=$S3PORT MITO_CI_REDISPORT=$REDISPORT MITO_CI_OWNER_PID=$$ bash .ci/services-up.sh >&2 ||
     echo "[bench] services-up.sh failed; benchmarking what did start" >&2
   # shellcheck disable=SC1091
   [ -f "$LAB/env" ] && source "$LAB/env"
@@ -133,6 +138,18 @@ if [ "$ssh_hosts" -gt 0 ]; then
     echo
     cat "$TMP/probe.md"
   fi
+fi
+# --- artifacts -----------------------------------------------------------------
+# A 256 MiB artifact, direct and relayed, against a plain minio-go PutObject
+# of the same file to the same S3 server.
+if [ -n "${MITO_TEST_S3_ENDPOINT:-}" ]; then
+  echo
+  echo "### Artifact throughput (S3: versitygw on loopback)"
+  echo
+  echo "[bench] artifacts, 256 MiB" >&2
+  "$TMP/bench" -artifacts -shim "$SHIM" -timeout 10m -header
+else
+  echo "[bench] no S3 server; no artifact run" >&2
 fi
 echo
 echo "- load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg)"

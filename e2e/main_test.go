@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/mitolab/mito/tasks"
 )
 
@@ -285,4 +287,37 @@ func init() {
 	if runtime.GOOS != "linux" {
 		panic("the e2e tests need Linux")
 	}
+}
+
+// skipOrFail skips a test whose services are missing, or fails it when
+// MITO_TEST_REQUIRE says they must be there (as in CI).
+func skipOrFail(t *testing.T, msg string) {
+	t.Helper()
+	if os.Getenv("MITO_TEST_REQUIRE") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// freshSchema creates a PostgreSQL schema for one test, dropped after it,
+// and returns pg's URL with that schema as its search_path.
+func freshSchema(t *testing.T, pg, prefix string) string {
+	t.Helper()
+	schema := fmt.Sprintf("%s_%d", prefix, time.Now().UnixNano())
+	conn, err := pgx.Connect(t.Context(), pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(t.Context(), "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+		conn.Close(context.Background())
+	})
+	sep := "?"
+	if strings.Contains(pg, "?") {
+		sep = "&"
+	}
+	return pg + sep + "search_path=" + schema
 }

@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -12,8 +11,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/mitolab/mito/tasks"
 )
@@ -74,27 +71,9 @@ func TestRedisOutage(t *testing.T) {
 	_, errRedis := exec.LookPath("redis-server")
 	if pg == "" || errRedis != nil {
 		msg := "needs MITO_TEST_PG_URL and redis-server on PATH: run `make test`, or `bash .ci/services-up.sh && source .ci/tmp/env`"
-		if os.Getenv("MITO_TEST_REQUIRE") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		skipOrFail(t, msg)
 	}
-	schema := fmt.Sprintf("e2e_redis_%d", time.Now().UnixNano())
-	conn, err := pgx.Connect(t.Context(), pg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(t.Context(), "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-		conn.Close(context.Background())
-	})
-	db := pg + "&search_path=" + schema
-	if !strings.Contains(pg, "?") {
-		db = pg + "?search_path=" + schema
-	}
+	db := freshSchema(t, pg, "e2e_redis")
 
 	rs := &redisServer{t: t, addr: freePort(t)}
 	rs.start()

@@ -2,7 +2,6 @@ package e2e_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"fmt"
 	"os"
@@ -12,8 +11,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/mitolab/mito/tasks"
 )
@@ -74,27 +71,9 @@ func TestPostgresAndS3(t *testing.T) {
 	pg, s3 := os.Getenv("MITO_TEST_PG_URL"), os.Getenv("MITO_TEST_S3_ENDPOINT")
 	if pg == "" || s3 == "" {
 		msg := "needs MITO_TEST_PG_URL and MITO_TEST_S3_*: run `make test`, or `bash .ci/services-up.sh && source .ci/tmp/env`"
-		if os.Getenv("MITO_TEST_REQUIRE") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		skipOrFail(t, msg)
 	}
-	schema := fmt.Sprintf("e2e_%d", time.Now().UnixNano())
-	conn, err := pgx.Connect(t.Context(), pg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(t.Context(), "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-		conn.Close(context.Background())
-	})
-	db := pg + "&search_path=" + schema
-	if !strings.Contains(pg, "?") {
-		db = pg + "?search_path=" + schema
-	}
+	db := freshSchema(t, pg, "e2e")
 	t.Setenv("MITO_S3_ACCESS_KEY", os.Getenv("MITO_TEST_S3_ACCESS_KEY"))
 	t.Setenv("MITO_S3_SECRET_KEY", os.Getenv("MITO_TEST_S3_SECRET_KEY"))
 	bucket := fmt.Sprintf("mito-e2e-%d", time.Now().UnixNano())

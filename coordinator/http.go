@@ -103,7 +103,7 @@ func statusOf(code tasks.Code) int {
 		return http.StatusNotFound
 	case tasks.EConflict, tasks.EStaleLease:
 		return http.StatusConflict
-	case tasks.ETooLarge:
+	case tasks.ETooLarge, tasks.EQuota:
 		return http.StatusRequestEntityTooLarge
 	case tasks.EUnavailable:
 		return http.StatusServiceUnavailable

@@ -83,6 +83,11 @@ type Group struct {
 	Members []Member `json:"members,omitempty"`
 	// Role is the caller's role, filled by calls that list the caller's groups.
 	Role Role `json:"role,omitzero"`
+	// QuotaBytes bounds the bytes the group's attachments and artifacts
+	// may take in the artifact store together; 0 means no limit.
+	QuotaBytes int64 `json:"quota_bytes"`
+	// UsedBytes is what they take now, charged when an upload completes.
+	UsedBytes int64 `json:"used_bytes"`
 }
 
 // Member is one user's role in a group.

@@ -12,15 +12,16 @@ type Code string
 // Error codes. They appear on the wire in {"error":{"code":...}}, so they are
 // part of the API and must not be renamed.
 const (
-	EInvalid      Code = "invalid"      // the request is malformed or a field is out of range
-	ENotFound     Code = "not_found"    // the object does not exist or the caller may not know it does
-	EConflict     Code = "conflict"     // the object exists, or is in a state that forbids the change
-	EUnauthorized Code = "unauthorized" // no credentials, or bad or expired ones
-	EForbidden    Code = "forbidden"    // authenticated, but the role is too low
-	EStaleLease   Code = "stale_lease"  // a write fenced by a lease that is no longer current
-	ETooLarge     Code = "too_large"    // a body or field over its limit
-	EUnavailable  Code = "unavailable"  // a dependency is down; retrying later can help
-	EInternal     Code = "internal"     // a bug or an unexpected failure
+	EInvalid      Code = "invalid"        // the request is malformed or a field is out of range
+	ENotFound     Code = "not_found"      // the object does not exist or the caller may not know it does
+	EConflict     Code = "conflict"       // the object exists, or is in a state that forbids the change
+	EUnauthorized Code = "unauthorized"   // no credentials, or bad or expired ones
+	EForbidden    Code = "forbidden"      // authenticated, but the role is too low
+	EStaleLease   Code = "stale_lease"    // a write fenced by a lease that is no longer current
+	ETooLarge     Code = "too_large"      // a body or field over its limit
+	EQuota        Code = "quota_exceeded" // the upload would take the group over its storage quota
+	EUnavailable  Code = "unavailable"    // a dependency is down; retrying later can help
+	EInternal     Code = "internal"       // a bug or an unexpected failure
 )
 
 // Error is the one error type that crosses package and process boundaries.
@@ -54,6 +55,7 @@ var (
 	ErrForbidden    = &Error{Code: EForbidden, Message: "forbidden"}
 	ErrStaleLease   = &Error{Code: EStaleLease, Message: "lease is no longer current"}
 	ErrTooLarge     = &Error{Code: ETooLarge, Message: "too large"}
+	ErrQuota        = &Error{Code: EQuota, Message: "storage quota exceeded"}
 	ErrUnavailable  = &Error{Code: EUnavailable, Message: "unavailable"}
 )
 

@@ -153,6 +153,9 @@ type Spec struct {
 	// MaxAttempts bounds how often the task is started when hosts are lost.
 	// Zero means DefaultMaxAttempts.
 	MaxAttempts int `json:"max_attempts,omitempty"`
+	// Inputs are fetched into the work directory before the command
+	// starts; a missing one fails the attempt with an error naming it.
+	Inputs []Input `json:"inputs,omitempty"`
 }
 
 // Normalize fills defaults, sorts and de-duplicates tags and labels, and
@@ -222,6 +225,12 @@ func (s *Spec) Normalize() error {
 	}
 	for _, l := range s.Labels {
 		size += len(l)
+	}
+	if err := normalizeInputs(s.Inputs); err != nil {
+		return err
+	}
+	for _, in := range s.Inputs {
+		size += len(in.Attachment) + len(in.Artifact) + len(in.Path)
 	}
 	if size > MaxSpecBytes {
 		return &Error{Code: ETooLarge, Field: "command", Message: fmt.Sprintf("command: command, shell, env and labels together are %d bytes, over the limit of %d", size, MaxSpecBytes)}

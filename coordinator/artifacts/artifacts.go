@@ -12,7 +12,6 @@ import (
 	"context"
 	"io"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/mitolab/mito/tasks"
 )
@@ -31,7 +30,7 @@ type Store interface {
 
 // MaxKeyLen bounds keys and names, well under the path limits of file
 // systems and S3 (1024 bytes).
-const MaxKeyLen = 1024
+const MaxKeyLen = tasks.MaxPathLen
 
 // ValidKey checks a store key: a relative slash path of non-empty
 // segments, none "." or "..", with no NUL, backslash or control
@@ -50,70 +49,11 @@ func ValidKey(key string) error {
 
 // CleanName checks an artifact name sent by a shim or a user (a path
 // relative to the task's output directory) and returns it in canonical
-// form: "." segments dropped, '/' separators. It refuses what could point
-// anywhere else or be read two ways: absolute paths, "..", empty segments,
-// NUL, backslashes, control characters, invalid UTF-8 and names over
-// MaxKeyLen bytes.
-func CleanName(name string) (string, error) {
-	if strings.HasPrefix(name, "/") {
-		return "", tasks.Invalid("name", "%q: must be a relative path", name)
-	}
-	segs := strings.Split(name, "/")
-	kept := segs[:0]
-	for _, s := range segs {
-		if s != "." {
-			kept = append(kept, s)
-		}
-	}
-	clean := strings.Join(kept, "/")
-	if clean == "" {
-		return "", tasks.Invalid("name", "%q: is empty", name)
-	}
-	if msg := pathProblem(name); msg != "" && msg != dotSegment {
-		return "", tasks.Invalid("name", "%q: %s", name, msg)
-	}
-	if msg := pathProblem(clean); msg != "" {
-		return "", tasks.Invalid("name", "%q: %s", name, msg)
-	}
-	return clean, nil
-}
+// form. It is tasks.CleanPath for the field "name".
+func CleanName(name string) (string, error) { return tasks.CleanPath("name", name) }
 
 // tmpDir is where a Dir keeps objects being written; no key may use it.
 const tmpDir = ".tmp"
 
-const dotSegment = `has a "." segment`
-
 // pathProblem returns why p is not a safe relative slash path, or "".
-func pathProblem(p string) string {
-	switch {
-	case p == "":
-		return "is empty"
-	case len(p) > MaxKeyLen:
-		return "is over the limit of 1024 bytes"
-	case !utf8.ValidString(p):
-		return "is not valid UTF-8"
-	case strings.HasPrefix(p, "/"):
-		return "must be a relative path"
-	}
-	for _, r := range p {
-		switch {
-		case r == 0:
-			return "contains a NUL byte"
-		case r == '\\':
-			return "contains a backslash"
-		case r < 0x20 || r == 0x7f:
-			return "contains a control character"
-		}
-	}
-	for _, s := range strings.Split(p, "/") {
-		switch s {
-		case "":
-			return "has an empty segment"
-		case ".":
-			return dotSegment
-		case "..":
-			return `has a ".." segment`
-		}
-	}
-	return ""
-}
+func pathProblem(p string) string { return tasks.PathProblem(p) }

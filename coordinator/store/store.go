@@ -54,7 +54,8 @@ type Store interface {
 	// CreateGroup creates a group with creator as admin. EConflict if a
 	// group or user of that name exists.
 	CreateGroup(ctx context.Context, name, creator string) (tasks.Group, error)
-	// GetGroup returns a group with its members ordered by user name.
+	// GetGroup returns a group with its members ordered by user name, and
+	// its quota and usage.
 	GetGroup(ctx context.Context, name string) (tasks.Group, error)
 	// ListUserGroups returns the groups user is a member of, with Role set,
 	// ordered by name.
@@ -105,11 +106,38 @@ type Store interface {
 
 	// AddArtifact records an artifact whose content is already in the
 	// artifact store. EStaleLease unless ref is current; a second record of
-	// the same name for the same attempt replaces the first.
+	// the same name for the same attempt replaces the first. In the same
+	// transaction it charges the task's group for the size (less that of
+	// a record it replaces); EQuota, recording nothing, if that would take
+	// the group's usage over a non-zero quota. A group that no longer
+	// exists is not charged.
 	AddArtifact(ctx context.Context, ref tasks.LeaseRef, a tasks.Artifact) error
 	// ListArtifacts returns a task's artifacts, of every attempt, ordered
 	// by attempt then name.
 	ListArtifacts(ctx context.Context, id tasks.ID) ([]tasks.Artifact, error)
+
+	// SetGroupQuota sets a group's storage quota in bytes; 0 removes the
+	// limit. A quota under the current usage is allowed: it refuses only
+	// later uploads. ENotFound if no such group; EInvalid if bytes < 0.
+	SetGroupQuota(ctx context.Context, group string, bytes int64) error
+
+	// PutAttachment records an attachment whose bytes are already in the
+	// artifact store under a.Object, replacing any of the same group and
+	// key, and charges the group a.Size less the replaced one's size, in
+	// one transaction. It returns the replaced record's Object ("" if
+	// none), for the caller to delete. EQuota, changing nothing, if the
+	// charge would take usage over a non-zero quota; ENotFound if the
+	// group does not exist.
+	PutAttachment(ctx context.Context, a tasks.Attachment) (replaced string, err error)
+	// GetAttachment returns one attachment, with Object. ENotFound if none.
+	GetAttachment(ctx context.Context, group, key string) (tasks.Attachment, error)
+	// ListAttachments returns a group's attachments whose keys start with
+	// prefix, ordered by key.
+	ListAttachments(ctx context.Context, group, prefix string) ([]tasks.Attachment, error)
+	// DeleteAttachment removes an attachment and credits its size to the
+	// group, in one transaction, and returns the removed record (with
+	// Object, for the caller to delete). ENotFound if none.
+	DeleteAttachment(ctx context.Context, group, key string) (tasks.Attachment, error)
 
 	// PutHost creates or replaces a host's record.
 	PutHost(ctx context.Context, h tasks.Host) error

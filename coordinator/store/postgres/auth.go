@@ -245,10 +245,12 @@ func groupExists(ctx context.Context, tx pgx.Tx, name string) error {
 	return nil
 }
 
-// GetGroup returns a group and its members, ordered by user name.
+// GetGroup returns a group, with its quota and usage, and its members,
+// ordered by user name.
 func (s *Store) GetGroup(ctx context.Context, name string) (tasks.Group, error) {
 	g := tasks.Group{Name: name}
-	err := s.pool.QueryRow(ctx, `SELECT created_at FROM user_groups WHERE name = $1`, name).Scan(&g.CreatedAt)
+	err := s.pool.QueryRow(ctx, `SELECT created_at, quota_bytes, used_bytes FROM user_groups WHERE name = $1`, name).
+		Scan(&g.CreatedAt, &g.QuotaBytes, &g.UsedBytes)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return tasks.Group{}, tasks.Errorf(tasks.ENotFound, "group %q not found", name)
 	}
@@ -273,9 +275,10 @@ func (s *Store) GetGroup(ctx context.Context, name string) (tasks.Group, error) 
 	return g, nil
 }
 
-// ListUserGroups returns the groups user belongs to, with their role.
+// ListUserGroups returns the groups user belongs to, with their role,
+// quota and usage.
 func (s *Store) ListUserGroups(ctx context.Context, user string) ([]tasks.Group, error) {
-	rows, err := s.pool.Query(ctx, `SELECT g.name, g.created_at, m.role
+	rows, err := s.pool.Query(ctx, `SELECT g.name, g.created_at, g.quota_bytes, g.used_bytes, m.role
 		FROM group_members m JOIN user_groups g ON g.name = m.group_name
 		WHERE m.user_name = $1 ORDER BY g.name`, user)
 	if err != nil {
@@ -284,7 +287,7 @@ func (s *Store) ListUserGroups(ctx context.Context, user string) ([]tasks.Group,
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (tasks.Group, error) {
 		var g tasks.Group
 		var role int
-		err := r.Scan(&g.Name, &g.CreatedAt, &role)
+		err := r.Scan(&g.Name, &g.CreatedAt, &g.QuotaBytes, &g.UsedBytes, &role)
 		g.CreatedAt, g.Role = g.CreatedAt.UTC(), tasks.Role(role)
 		return g, err
 	})

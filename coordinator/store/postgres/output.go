@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -89,19 +90,53 @@ func (s *Store) ReadLog(ctx context.Context, id tasks.ID, attempt int, st tasks.
 }
 
 // AddArtifact records an artifact of the attempt ref names, replacing one
-// of the same name.
+// of the same name, and charges the task's group the difference in size.
+// FOR NO KEY UPDATE holds the task row to commit, as FOR SHARE does for the
+// other fenced writes, and besides queues concurrent AddArtifacts of the
+// task, so that two records of one name cannot both be charged in full.
 func (s *Store) AddArtifact(ctx context.Context, ref tasks.LeaseRef, a tasks.Artifact) error {
 	if a.Name == "" {
 		return tasks.Invalid("name", "is empty")
 	}
+	if a.Size < 0 {
+		return tasks.Invalid("size", "must not be negative, got %d", a.Size)
+	}
 	if a.CreatedAt.IsZero() {
 		a.CreatedAt = now()
 	}
-	return s.fenced(ctx, "add artifact", fencedSQL(`INSERT INTO task_artifacts (task_id, attempt, name, size, sha256, created_at)
-		SELECT $1, $2, $4, $5, $6, $7 FROM cur WHERE `+currentSQL+`
-		ON CONFLICT (task_id, attempt, name) DO UPDATE SET
-			size = excluded.size, sha256 = excluded.sha256, created_at = excluded.created_at`),
-		ref, a.Name, a.Size, a.SHA256, a.CreatedAt)
+	return s.tx(ctx, "add artifact", func(tx pgx.Tx) error {
+		var st, group string
+		var attempt int
+		var token pgtype.Text
+		err := tx.QueryRow(ctx, `SELECT state, attempt, lease_token, group_name FROM tasks WHERE id = $1 FOR NO KEY UPDATE`,
+			int64(ref.Task)).Scan(&st, &attempt, &token, &group)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return tasks.Errorf(tasks.ENotFound, "task %d not found", ref.Task)
+		}
+		if err != nil {
+			return err
+		}
+		if err := store.StaleLease(ref, tasks.State(st), attempt, token.String); err != nil {
+			return err
+		}
+		// A statement of its own, after the lock: its snapshot sees what a
+		// concurrent AddArtifact that held the lock committed.
+		var old int64
+		err = tx.QueryRow(ctx, `SELECT coalesce((SELECT size FROM task_artifacts WHERE task_id = $1 AND attempt = $2 AND name = $3), 0)`,
+			int64(ref.Task), ref.Attempt, a.Name).Scan(&old)
+		if err != nil {
+			return err
+		}
+		if err := charge(ctx, tx, group, a.Size-old, strconv.Quote(a.Name), a.Size); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO task_artifacts (task_id, attempt, name, size, sha256, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6)
+			ON CONFLICT (task_id, attempt, name) DO UPDATE SET
+				size = excluded.size, sha256 = excluded.sha256, created_at = excluded.created_at`,
+			int64(ref.Task), ref.Attempt, a.Name, a.Size, a.SHA256, a.CreatedAt)
+		return err
+	})
 }
 
 // ListArtifacts returns a task's artifacts by attempt, then name.

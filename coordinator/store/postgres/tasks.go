@@ -20,7 +20,7 @@ import (
 func taskCols(p string) string {
 	cols := []string{"id", "group_name", "creator", "command", "shell", "env", "timeout_ns", "priority", "tags", "labels",
 		"max_attempts", "state", "attempt", "host", "retry_of", "created_at", "started_at", "finished_at", "lease_expires",
-		"exit_code", "signal", "error", "stdout_truncated", "stderr_truncated"}
+		"exit_code", "signal", "error", "stdout_truncated", "stderr_truncated", "inputs"}
 	return p + strings.Join(cols, ", "+p)
 }
 
@@ -34,7 +34,8 @@ func scanTask(row pgx.Row, extra ...any) (tasks.Task, error) {
 	var started, finished, expires *time.Time
 	dest := append([]any{&id, &t.Group, &t.Creator, &t.Command, &t.Shell, &t.Env, &timeout, &t.Priority,
 		&t.Tags, &t.Labels, &t.MaxAttempts, &state, &t.Attempt, &t.Host, &retryOf, &t.CreatedAt,
-		&started, &finished, &expires, &t.ExitCode, &t.Signal, &t.Error, &t.StdoutTruncated, &t.StderrTruncated}, extra...)
+		&started, &finished, &expires, &t.ExitCode, &t.Signal, &t.Error, &t.StdoutTruncated, &t.StderrTruncated,
+		&t.Inputs}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return tasks.Task{}, err
 	}
@@ -74,11 +75,19 @@ func (s *Store) CreateTasks(ctx context.Context, creator string, specs []tasks.S
 		if err != nil {
 			return nil, fmt.Errorf("create tasks: %w", err)
 		}
+		inputs, err := json.Marshal(sp.Inputs)
+		if err != nil {
+			return nil, fmt.Errorf("create tasks: %w", err)
+		}
+		waits := []int64{} // not nil: a nil slice is sent as NULL
+		for _, id := range store.WaitsOn(sp.Inputs) {
+			waits = append(waits, int64(id))
+		}
 		batch.Queue(`INSERT INTO tasks (group_name, creator, command, shell, env, timeout_ns,
-			priority, tags, labels, max_attempts, state, retry_of, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING `+cols,
+			priority, tags, labels, max_attempts, state, retry_of, created_at, inputs, waits_on)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING `+cols,
 			sp.Group, creator, string(command), sp.Shell, string(env), int64(sp.Timeout), sp.Priority,
-			list(sp.Tags), list(sp.Labels), sp.MaxAttempts, string(tasks.Queued), int64(retryOf), created)
+			list(sp.Tags), list(sp.Labels), sp.MaxAttempts, string(tasks.Queued), int64(retryOf), created, string(inputs), waits)
 	}
 	out := make([]tasks.Task, 0, len(specs))
 	err := s.tx(ctx, "create tasks", func(tx pgx.Tx) error {

@@ -243,11 +243,13 @@ func (s *Store) CreateGroup(ctx context.Context, name, creator string) (tasks.Gr
 	return g, nil
 }
 
-// GetGroup returns a group and its members, ordered by user name.
+// GetGroup returns a group, with its quota and usage, and its members,
+// ordered by user name.
 func (s *Store) GetGroup(ctx context.Context, name string) (tasks.Group, error) {
 	g := tasks.Group{Name: name}
 	var created int64
-	err := s.r.QueryRowContext(ctx, `SELECT created_at FROM user_groups WHERE name = ?`, name).Scan(&created)
+	err := s.r.QueryRowContext(ctx, `SELECT created_at, quota_bytes, used_bytes FROM user_groups WHERE name = ?`, name).
+		Scan(&created, &g.QuotaBytes, &g.UsedBytes)
 	if errors.Is(err, sql.ErrNoRows) {
 		return tasks.Group{}, tasks.Errorf(tasks.ENotFound, "group %q not found", name)
 	}
@@ -273,9 +275,10 @@ func (s *Store) GetGroup(ctx context.Context, name string) (tasks.Group, error) 
 	return g, nil
 }
 
-// ListUserGroups returns the groups user belongs to, with their role.
+// ListUserGroups returns the groups user belongs to, with their role,
+// quota and usage.
 func (s *Store) ListUserGroups(ctx context.Context, user string) ([]tasks.Group, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT g.name, g.created_at, m.role
+	rows, err := s.r.QueryContext(ctx, `SELECT g.name, g.created_at, g.quota_bytes, g.used_bytes, m.role
 		FROM group_members m JOIN user_groups g ON g.name = m.group_name
 		WHERE m.user_name = ? ORDER BY g.name`, user)
 	if err != nil {
@@ -286,7 +289,7 @@ func (s *Store) ListUserGroups(ctx context.Context, user string) ([]tasks.Group,
 	for rows.Next() {
 		var g tasks.Group
 		var created int64
-		if err := rows.Scan(&g.Name, &created, &g.Role); err != nil {
+		if err := rows.Scan(&g.Name, &created, &g.QuotaBytes, &g.UsedBytes, &g.Role); err != nil {
 			return nil, fmt.Errorf("list user groups: %w", err)
 		}
 		g.CreatedAt = fromMicros(created)

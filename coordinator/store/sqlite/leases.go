@@ -17,7 +17,10 @@ import (
 // planner prefers the group index and sorts the group's whole history); row_number pairs each picked task with
 // one of the tokens made in Go (?4, a JSON array), so every task gets its
 // own crypto/rand token. A task may run on the host when none of its tags
-// is missing from the host's (?2); an untagged task runs anywhere.
+// is missing from the host's (?2); an untagged task runs anywhere. A task
+// that takes another's artifact waits while any source in waits_on is
+// queued or running; the empty list of most tasks is tested first, so that
+// they pay nothing for it.
 const claimSQL = `WITH picked AS (
 	SELECT id, row_number() OVER (ORDER BY priority DESC, id) - 1 AS n
 	FROM (
@@ -26,6 +29,9 @@ const claimSQL = `WITH picked AS (
 		  AND group_name IN (SELECT value FROM json_each(?1))
 		  AND NOT EXISTS (SELECT 1 FROM json_each(tasks.tags) need
 		                  WHERE need.value NOT IN (SELECT value FROM json_each(?2)))
+		  AND (tasks.waits_on = '[]' OR NOT EXISTS (
+		        SELECT 1 FROM json_each(tasks.waits_on) w JOIN tasks src ON src.id = w.value
+		        WHERE src.state IN ('queued', 'running')))
 		ORDER BY priority DESC, id
 		LIMIT ?3
 	)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/mitolab/mito/coordinator/store"
 	"github.com/mitolab/mito/tasks"
@@ -56,10 +57,13 @@ func (s *Store) ReadLog(ctx context.Context, id tasks.ID, attempt int, st tasks.
 }
 
 // AddArtifact records an artifact of the attempt ref names, replacing one
-// of the same name.
+// of the same name, and charges the task's group the difference in size.
 func (s *Store) AddArtifact(ctx context.Context, ref tasks.LeaseRef, a tasks.Artifact) error {
 	if a.Name == "" {
 		return tasks.Invalid("name", "is empty")
+	}
+	if a.Size < 0 {
+		return tasks.Invalid("size", "must not be negative, got %d", a.Size)
 	}
 	if a.CreatedAt.IsZero() {
 		a.CreatedAt = now()
@@ -68,7 +72,18 @@ func (s *Store) AddArtifact(ctx context.Context, ref tasks.LeaseRef, a tasks.Art
 		if err := fence(ctx, tx, ref); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO task_artifacts (task_id, attempt, name, size, sha256, created_at)
+		var group string
+		var old int64
+		err := tx.QueryRowContext(ctx, `SELECT group_name,
+			coalesce((SELECT size FROM task_artifacts WHERE task_id = ?1 AND attempt = ?2 AND name = ?3), 0)
+			FROM tasks WHERE id = ?1`, int64(ref.Task), ref.Attempt, a.Name).Scan(&group, &old)
+		if err != nil {
+			return err
+		}
+		if err := charge(ctx, tx, group, a.Size-old, strconv.Quote(a.Name), a.Size); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO task_artifacts (task_id, attempt, name, size, sha256, created_at)
 			VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (task_id, attempt, name) DO UPDATE SET
 				size = excluded.size, sha256 = excluded.sha256, created_at = excluded.created_at`,

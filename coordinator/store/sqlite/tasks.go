@@ -16,17 +16,18 @@ import (
 // taskCols lists a task's columns in the order scanTask reads them.
 const taskCols = `id, group_name, creator, command, shell, env, timeout_ns, priority, tags, labels,
 	max_attempts, state, attempt, host, retry_of, created_at, started_at, finished_at, lease_expires,
-	exit_code, signal, error, stdout_truncated, stderr_truncated`
+	exit_code, signal, error, stdout_truncated, stderr_truncated, inputs`
 
 // scanTask reads one row of taskCols, then extra columns into extra.
 func scanTask(row interface{ Scan(...any) error }, extra ...any) (tasks.Task, error) {
 	var t tasks.Task
-	var command, env, tags, labels string
+	var command, env, tags, labels, inputs string
 	var timeout, created int64
 	var started, finished, expires, exit sql.NullInt64
 	dest := append([]any{&t.ID, &t.Group, &t.Creator, &command, &t.Shell, &env, &timeout, &t.Priority,
 		&tags, &labels, &t.MaxAttempts, &t.State, &t.Attempt, &t.Host, &t.RetryOf, &created,
-		&started, &finished, &expires, &exit, &t.Signal, &t.Error, &t.StdoutTruncated, &t.StderrTruncated}, extra...)
+		&started, &finished, &expires, &exit, &t.Signal, &t.Error, &t.StdoutTruncated, &t.StderrTruncated,
+		&inputs}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return tasks.Task{}, err
 	}
@@ -35,6 +36,9 @@ func scanTask(row interface{ Scan(...any) error }, extra ...any) (tasks.Task, er
 	}
 	if err := json.Unmarshal([]byte(env), &t.Env); err != nil {
 		return tasks.Task{}, fmt.Errorf("decode env of task %d: %w", t.ID, err)
+	}
+	if err := json.Unmarshal([]byte(inputs), &t.Inputs); err != nil {
+		return tasks.Task{}, fmt.Errorf("decode inputs of task %d: %w", t.ID, err)
 	}
 	var err error
 	if t.Tags, err = decList(tags); err != nil {
@@ -88,8 +92,8 @@ func (s *Store) CreateTasks(ctx context.Context, creator string, specs []tasks.S
 	out := make([]tasks.Task, 0, len(specs))
 	err := s.write(ctx, "create tasks", func(tx wtx) error {
 		stmt, err := tx.PrepareContext(ctx, `INSERT INTO tasks (group_name, creator, command, shell, env, timeout_ns,
-			priority, tags, labels, max_attempts, state, retry_of, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING `+taskCols)
+			priority, tags, labels, max_attempts, state, retry_of, created_at, inputs, waits_on)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING `+taskCols)
 		if err != nil {
 			return err
 		}
@@ -106,9 +110,18 @@ func (s *Store) CreateTasks(ctx context.Context, creator string, specs []tasks.S
 			if err != nil {
 				return err
 			}
+			inputs, err := json.Marshal(sp.Inputs)
+			if err != nil {
+				return err
+			}
+			waits := "[]" // never null, so that json_each always sees an array
+			if ids := store.WaitsOn(sp.Inputs); len(ids) > 0 {
+				b, _ := json.Marshal(ids) // IDs always marshal
+				waits = string(b)
+			}
 			t, err := scanTask(stmt.QueryRowContext(ctx, sp.Group, creator, string(command), sp.Shell, string(env),
 				int64(sp.Timeout), sp.Priority, encList(sp.Tags), encList(sp.Labels), sp.MaxAttempts,
-				string(tasks.Queued), int64(retryOf), micros(created)))
+				string(tasks.Queued), int64(retryOf), micros(created), string(inputs), waits))
 			if err != nil {
 				return err
 			}

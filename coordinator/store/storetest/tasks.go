@@ -20,6 +20,10 @@ func testCreateTasks(t *testing.T, s store.Store) {
 		Tags:        []string{"10g", "bbr"},
 		Labels:      []string{"exp 1", "run=3"},
 		MaxAttempts: 5,
+		Inputs: []tasks.Input{
+			{Attachment: "data/train.csv", Path: "data/train.csv"},
+			{Task: 42, Artifact: "model.bin", Path: "in/model.bin"},
+		},
 	}
 	shell := tasks.Spec{Group: "other", Shell: "echo $HOME | wc", Timeout: tasks.Duration(time.Hour), MaxAttempts: 1}
 
@@ -69,6 +73,44 @@ func testCreateTasks(t *testing.T, s store.Store) {
 	}
 	_, err = s.GetTask(ctx, 1<<40)
 	wantCode(t, err, tasks.ENotFound, "GetTask of a missing task")
+}
+
+// testTaskInputs checks that a spec's inputs come back whole, in order,
+// from every read of a task: the create, a get, a listing and a claim,
+// which is how the shim learns what to fetch.
+func testTaskInputs(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	in := spec("lab")
+	in.Inputs = []tasks.Input{
+		{Task: 7, Artifact: "out/result.json", Path: "prev/result.json"},
+		{Attachment: "weights é.bin", Path: "weights é.bin"},
+	}
+	plain := spec("lab")
+	got := submit(t, s, "alice", in, plain)
+	if !reflect.DeepEqual(got[0].Inputs, in.Inputs) {
+		t.Errorf("CreateTasks inputs = %+v; want %+v", got[0].Inputs, in.Inputs)
+	}
+	if got[1].Inputs != nil {
+		t.Errorf("CreateTasks inputs of a task without any = %#v; want nil", got[1].Inputs)
+	}
+	if stored := getTask(t, s, got[0].ID); !reflect.DeepEqual(stored.Inputs, in.Inputs) {
+		t.Errorf("GetTask inputs = %+v; want %+v", stored.Inputs, in.Inputs)
+	}
+	listed, err := s.ListTasks(ctx, tasks.Filter{Groups: []string{"lab"}, Limit: 10})
+	ok(t, err, "ListTasks")
+	for _, l := range listed {
+		want := in.Inputs
+		if l.ID == got[1].ID {
+			want = nil
+		}
+		if !reflect.DeepEqual(l.Inputs, want) {
+			t.Errorf("ListTasks: task %d inputs = %+v; want %+v", l.ID, l.Inputs, want)
+		}
+	}
+	a := claimOne(t, s, "h1", "lab")
+	if a.Task.ID != got[0].ID || !reflect.DeepEqual(a.Task.Inputs, in.Inputs) {
+		t.Errorf("Claim = task %d with inputs %+v; want task %d with %+v", a.Task.ID, a.Task.Inputs, got[0].ID, in.Inputs)
+	}
 }
 
 func testCreateTasksAllOrNone(t *testing.T, s store.Store) {

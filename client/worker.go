@@ -121,6 +121,31 @@ func (c *Client) CommitArtifact(ctx context.Context, req tasks.CommitRequest) (*
 	return &a, nil
 }
 
+// FetchInput opens input number index (in Spec.Inputs order) of an
+// attempt for reading, streaming it rather than holding it in memory. It
+// returns the body, which the caller must close, its size (-1 when the
+// coordinator did not say) and the hex SHA-256 the coordinator recorded,
+// which the caller must check once it has read the whole body. An input
+// that cannot be had now is a tasks.ENotFound error whose message names
+// it.
+func (c *Client) FetchInput(ctx context.Context, ref tasks.LeaseRef, index int) (io.ReadCloser, int64, string, error) {
+	path := fmt.Sprintf("/worker/v1/tasks/%d/inputs/%d?attempt=%d", ref.Task, index, ref.Attempt)
+	req, err := c.request(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return nil, 0, "", err
+	}
+	req.Header.Set(LeaseHeader, ref.Token)
+	// The bytes as stored: a transparently decompressed body would not
+	// match the recorded size.
+	req.Header.Set("Accept", "application/octet-stream")
+	req.Header.Set("Accept-Encoding", "identity")
+	resp, err := c.send(req)
+	if err != nil {
+		return nil, 0, "", err
+	}
+	return resp.Body, resp.ContentLength, strings.ToLower(resp.Header.Get("X-Mito-Sha256")), nil
+}
+
 // Finish reports the end of an attempt and returns the task as stored.
 func (c *Client) Finish(ctx context.Context, ref tasks.LeaseRef, res tasks.Result) (*tasks.Task, error) {
 	var t tasks.Task

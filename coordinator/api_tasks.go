@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -54,21 +53,27 @@ func (c *Coordinator) handleSubmitBatch(w http.ResponseWriter, r *http.Request, 
 	return nil
 }
 
-// submit validates every spec and the caller's write role in every group
-// before storing any, so that a batch is stored whole or not at all.
+// submit validates every spec, the caller's write role in every group and
+// every input (see inputChecker) before storing any, so that a batch is
+// stored whole or not at all.
 func (c *Coordinator) submit(ctx context.Context, u tasks.User, specs []tasks.Spec, retryOf tasks.ID) ([]tasks.Task, error) {
 	checked := make(map[string]bool)
+	inputs := c.newInputChecker(u)
 	for i := range specs {
 		if err := specs[i].Normalize(); err != nil {
 			return nil, prefixField(err, len(specs), i)
 		}
-		if checked[specs[i].Group] {
-			continue
+		if !checked[specs[i].Group] {
+			if _, err := c.requireRole(ctx, u, specs[i].Group, tasks.RoleWrite); err != nil {
+				return nil, prefixField(err, len(specs), i)
+			}
+			checked[specs[i].Group] = true
 		}
-		if _, err := c.requireRole(ctx, u, specs[i].Group, tasks.RoleWrite); err != nil {
+		// After the role check: inputs must not tell a stranger which
+		// attachments a group has.
+		if err := inputs.check(ctx, specs[i]); err != nil {
 			return nil, prefixField(err, len(specs), i)
 		}
-		checked[specs[i].Group] = true
 	}
 	created, err := c.store.CreateTasks(ctx, u.Name, specs, retryOf)
 	if err != nil {
@@ -386,18 +391,6 @@ func (c *Coordinator) handleDownloadArtifact(w http.ResponseWriter, r *http.Requ
 	if found == nil {
 		return tasks.Errorf(tasks.ENotFound, "task %d has no artifact %q", t.ID, name)
 	}
-	rc, size, err := c.cfg.Artifacts.Open(r.Context(), artifactKey(t.ID, found.Attempt, found.Name))
-	if err != nil {
-		return fmt.Errorf("open artifact: %w", err)
-	}
-	defer rc.Close()
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
-	w.Header().Set("X-Mito-SHA256", found.SHA256)
 	w.Header().Set("X-Mito-Attempt", strconv.Itoa(found.Attempt))
-	_, err = io.Copy(w, rc)
-	if err != nil {
-		c.log.Warn("send artifact", logTask, t.ID, "name", name, logErr, err)
-	}
-	return nil
+	return c.sendObject(w, r, "artifact", artifactKey(t.ID, found.Attempt, found.Name), found.SHA256, logTask, t.ID, "name", name)
 }

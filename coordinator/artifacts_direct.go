@@ -124,11 +124,18 @@ func (c *Coordinator) handlePresignArtifact(w http.ResponseWriter, r *http.Reque
 	if err := decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	p, _, key, err := c.directArtifact(r, req.Lease, req.Name, req.Size)
+	p, name, key, err := c.directArtifact(r, req.Lease, req.Name, req.Size)
 	if err != nil {
 		return err
 	}
 	if err := c.checkLease(r.Context(), req.Lease); err != nil {
+		return err
+	}
+	// Refuse what the group's quota cannot take before the worker sends
+	// it; the commit charges the quota for good.
+	if rm, err := c.artifactRoom(r.Context(), req.Lease, name); err != nil {
+		return err
+	} else if err := rm.check(req.Size); err != nil {
 		return err
 	}
 	expires := c.cfg.Now().UTC().Add(presignExpiry)
@@ -182,7 +189,7 @@ func (c *Coordinator) handleCommitArtifact(w http.ResponseWriter, r *http.Reques
 	}
 	a := tasks.Artifact{Task: ref.Task, Attempt: ref.Attempt, Name: name, Size: size, SHA256: req.SHA256, CreatedAt: c.cfg.Now().UTC()}
 	if err := c.store.AddArtifact(r.Context(), ref, a); err != nil {
-		if errors.Is(err, tasks.ErrStaleLease) {
+		if errors.Is(err, tasks.ErrStaleLease) || errors.Is(err, tasks.ErrQuota) {
 			c.deleteArtifact(context.WithoutCancel(r.Context()), key)
 		}
 		return err

@@ -47,6 +47,11 @@ func (c *Coordinator) routes() http.Handler {
 	user("GET /api/v1/groups/{name}", c.handleGetGroup)
 	user("PUT /api/v1/groups/{name}/members/{user}", c.handleSetMember)
 	user("DELETE /api/v1/groups/{name}/members/{user}", c.handleRemoveMember)
+	user("PUT /api/v1/groups/{name}/quota", c.handleSetQuota)
+	user("GET /api/v1/groups/{name}/attachments", c.handleListAttachments)
+	user("PUT /api/v1/groups/{name}/attachments/{key...}", c.handlePutAttachment)
+	user("GET /api/v1/groups/{name}/attachments/{key...}", c.handleGetAttachment)
+	user("DELETE /api/v1/groups/{name}/attachments/{key...}", c.handleDeleteAttachment)
 
 	user("POST /api/v1/tasks", c.handleSubmit)
 	user("POST /api/v1/tasks/batch", c.handleSubmitBatch)
@@ -78,6 +83,7 @@ func (c *Coordinator) routes() http.Handler {
 	worker("PUT /worker/v1/tasks/{id}/artifacts/{name...}", c.handleUploadArtifact)
 	worker("POST /worker/v1/tasks/{id}/artifacts-presign", c.handlePresignArtifact)
 	worker("POST /worker/v1/tasks/{id}/artifacts-commit", c.handleCommitArtifact)
+	worker("GET /worker/v1/tasks/{id}/inputs/{index}", c.handleFetchInput)
 	worker("POST /worker/v1/tasks/{id}/finish", c.handleFinish)
 
 	anon("GET /healthz", func(w http.ResponseWriter, r *http.Request) error {
@@ -87,7 +93,25 @@ func (c *Coordinator) routes() http.Handler {
 	mux.Handle("/", c.errorHandler(func(w http.ResponseWriter, r *http.Request) error {
 		return tasks.Errorf(tasks.ENotFound, "no such endpoint: %s %s", r.Method, r.URL.Path)
 	}))
-	return mux
+	return c.canonicalPaths(mux)
+}
+
+// canonicalPaths refuses a request whose path has "." or ".." segments or
+// empty ones ("//"). ServeMux would answer it with a redirect to the
+// cleaned path, and a client that follows it would act on another object
+// than it named: an artifact "a/../../b" would be stored as "b". A name
+// that really holds such segments can only be refused; CleanName and
+// CleanPath say why when the segments come escaped (%2F).
+func (c *Coordinator) canonicalPaths(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.EscapedPath() // as the router sees it: an escaped "%2F" is no separator
+		if p != "/" && (strings.Contains(p, "//") || strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..") ||
+			strings.Contains(p, "/./") || strings.Contains(p, "/../")) {
+			c.writeError(w, r, tasks.Invalid("path", "%q has empty, \".\" or \"..\" segments; names in paths must be canonical", p))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // statusOf is the one place that maps domain error codes to HTTP statuses.

@@ -82,12 +82,13 @@ func buildShim(t *testing.T) string {
 
 // logEvent is one log record of interest, from one coordinator.
 type logEvent struct {
-	coord string
-	msg   string
-	host  string
-	task  int64
-	pid   int
-	at    time.Time
+	coord   string
+	msg     string
+	host    string
+	task    int64
+	attempt int
+	pid     int
+	at      time.Time
 }
 
 // eventLog collects what several coordinators log.
@@ -100,6 +101,19 @@ func (l *eventLog) all() []logEvent {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]logEvent(nil), l.events...)
+}
+
+// count returns how many events have message msg, without copying them.
+func (l *eventLog) count(msg string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, ev := range l.events {
+		if ev.msg == msg {
+			n++
+		}
+	}
+	return n
 }
 
 // recorder is a slog handler that keeps the records of one coordinator
@@ -124,6 +138,8 @@ func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
 			ev.host = a.Value.String()
 		case "task":
 			fmt.Sscan(a.Value.String(), &ev.task)
+		case "attempt":
+			fmt.Sscan(a.Value.String(), &ev.attempt)
 		case "pid":
 			ev.pid = int(a.Value.Int64())
 		}
@@ -317,6 +333,44 @@ func checkOnce(t *testing.T, log *eventLog, got map[tasks.ID]tasks.Task) {
 	}
 }
 
+// waitHostsOwned waits until every host of names satisfies ok, as m's
+// store shows it, and runs one live shim, of its owner. The records of
+// the hosts in fresh must be younger than since, not ones their last owner
+// wrote.
+func waitHostsOwned(t *testing.T, m *member, log *eventLog, names []string, what string, fresh []string, since time.Time, timeout time.Duration, ok func(tasks.Host) bool) map[string]tasks.Host {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		hs := owners(t, m)
+		live := liveShims(log)
+		all := len(hs) == len(names)
+		for _, n := range names {
+			h := hs[n]
+			all = all && ok(h) && len(live[n]) == 1 && strings.HasPrefix(live[n][0], h.Coordinator+" ") &&
+				(!slices.Contains(fresh, n) || h.UpdatedAt.After(since))
+		}
+		if all {
+			return hs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %+v", what, timeout, hs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkOneShim fails unless each host of names has exactly one live shim,
+// started by its owner in hs.
+func checkOneShim(t *testing.T, log *eventLog, names []string, what string, hs map[string]tasks.Host) {
+	t.Helper()
+	live := liveShims(log)
+	for _, n := range names {
+		if l := live[n]; len(l) != 1 || !strings.HasPrefix(l[0], hs[n].Coordinator+" ") {
+			t.Errorf("%s: host %s has live shims %v; want one, of %s", what, n, l, hs[n].Coordinator)
+		}
+	}
+}
+
 // TestSeveralCoordinators runs two coordinators on one PostgreSQL schema
 // with the same inventory of three local hosts: each host must be driven
 // by exactly one of them, tasks submitted through both must each run
@@ -349,24 +403,7 @@ func TestSeveralCoordinators(t *testing.T) {
 	// younger than since, not ones their last owner wrote.
 	waitOwned := func(what string, fresh []string, since time.Time, timeout time.Duration, ok func(tasks.Host) bool) map[string]tasks.Host {
 		t.Helper()
-		deadline := time.Now().Add(timeout)
-		for {
-			hs := owners(t, a) // a's store stays open after a stops
-			live := liveShims(log)
-			all := len(hs) == len(names)
-			for _, n := range names {
-				h := hs[n]
-				all = all && ok(h) && len(live[n]) == 1 && strings.HasPrefix(live[n][0], h.Coordinator+" ") &&
-					(!slices.Contains(fresh, n) || h.UpdatedAt.After(since))
-			}
-			if all {
-				return hs
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within %s: %+v", what, timeout, hs)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		return waitHostsOwned(t, a, log, names, what, fresh, since, timeout, ok) // a's store stays open after a stops
 	}
 	// Every host ready, owned by one of them.
 	hs := waitOwned("hosts ready", nil, time.Time{}, 20*time.Second, func(h tasks.Host) bool {
@@ -381,12 +418,7 @@ func TestSeveralCoordinators(t *testing.T) {
 	// Exactly one live shim per host, started by its owner.
 	checkShims := func(what string, hs map[string]tasks.Host) {
 		t.Helper()
-		live := liveShims(log)
-		for _, n := range names {
-			if l := live[n]; len(l) != 1 || !strings.HasPrefix(l[0], hs[n].Coordinator+" ") {
-				t.Errorf("%s: host %s has live shims %v; want one, of %s", what, n, l, hs[n].Coordinator)
-			}
-		}
+		checkOneShim(t, log, names, what, hs)
 	}
 	checkShims("after start", hs)
 
@@ -532,4 +564,213 @@ func TestSeveralCoordinators(t *testing.T) {
 		ids = append(ids, task.ID)
 	}
 	checkOnce(t, log, waitFinal(t, c, ids, 10*time.Second))
+}
+
+// listAll returns every task in m's store, by ID, page by page.
+func listAll(t *testing.T, m *member) map[tasks.ID]tasks.Task {
+	t.Helper()
+	out := make(map[tasks.ID]tasks.Task)
+	f := tasks.Filter{Limit: tasks.MaxListLimit}
+	for {
+		page, err := m.store.ListTasks(t.Context(), f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, task := range page {
+			out[task.ID] = task
+		}
+		if len(page) < f.Limit {
+			return out
+		}
+		f.Before = page[len(page)-1].ID
+	}
+}
+
+// TestSeveralCoordinatorsCrashMidRun puts 10,000 tasks through two
+// coordinators on one PostgreSQL schema and crashes one of them, the one
+// driving the most hosts, while most of the tasks are still queued or
+// running. The survivor takes the crashed one's hosts over; in the end
+// every task has succeeded and was finished exactly once (one "task
+// finished" log line each: one accepted finish), and the only tasks that
+// ran a second attempt are the ones that were running on the crashed
+// coordinator's hosts. The one allowance is a finish the database
+// committed while the crash cut its request short: final at attempt 1,
+// accepted once, but never logged.
+func TestSeveralCoordinatorsCrashMidRun(t *testing.T) {
+	url := pgURL(t)
+	schema := pgSchema(t, url)
+	shim := buildShim(t)
+	const (
+		n     = 10000
+		slots = 8
+		ttl   = 2 * time.Second // HostLeaseTTL in startMember
+	)
+	names := []string{"h1", "h2", "h3"}
+	var inv []inventory.Host
+	for _, name := range names {
+		inv = append(inv, inventory.Host{Name: name, Transport: inventory.TransportLocal, Groups: []string{"lab"},
+			Slots: slots, Artifacts: inventory.ArtifactsAuto})
+	}
+	log := &eventLog{}
+	gate := make(chan struct{})
+	a := startMember(t, url, schema, "coord-a", inv, shim, log, gate)
+	b := startMember(t, url, schema, "coord-b", inv, shim, log, gate)
+	close(gate)
+	hs := waitHostsOwned(t, a, log, names, "hosts ready", nil, time.Time{}, 20*time.Second, func(h tasks.Host) bool {
+		return h.State == tasks.HostReady && (h.Coordinator == a.id || h.Coordinator == b.id)
+	})
+	byOwner := map[string][]string{}
+	for _, name := range names {
+		byOwner[hs[name].Coordinator] = append(byOwner[hs[name].Coordinator], name)
+	}
+	victim, survivor := a, b
+	if len(byOwner[b.id]) > len(byOwner[a.id]) {
+		victim, survivor = b, a
+	}
+	taken := byOwner[victim.id]
+
+	// 10,000 tasks, half through each coordinator's API, submitted together.
+	start := time.Now()
+	var sub sync.WaitGroup
+	for _, m := range []*member{a, b} {
+		for range 4 {
+			sub.Add(1)
+			go func() {
+				defer sub.Done()
+				submitBatch(m, n/8, nil)
+			}()
+		}
+	}
+	sub.Wait()
+	submitted := time.Since(start)
+
+	// Crash the victim once about 30% are final: the rest are queued or
+	// running, some on its hosts.
+	deadline := time.Now().Add(60 * time.Second)
+	for log.count("task finished") < n*3/10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d tasks finished after 60s", log.count("task finished"), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	crash := time.Now()
+	victim.srv.CloseClientConnections()
+	victim.srv.Close()
+	victim.shutdown(t, coordinator.ErrAbandonHosts)
+	finishedAtCrash := log.count("task finished")
+
+	// What was running on the victim's hosts when it crashed: what the
+	// store shows leased to them (their leases have not run out yet: the
+	// last heartbeat renewed them for LeaseTTL), and what the victim's
+	// log shows claimed and not finished (its log is complete now). The
+	// two differ at the crash's edge, where a statement reached the
+	// database but the request that sent it died before it could log: a
+	// claim committed as the link went down (running in the store, no
+	// claim logged; no shim heard of its lease), and a finish committed
+	// likewise (final in the store at attempt 1, no finish logged; the
+	// finish was accepted, once, and only the log line is missing).
+	orphans := map[int64]bool{}
+	for _, host := range taken {
+		running, err := survivor.store.ListTasks(t.Context(), tasks.Filter{States: []tasks.State{tasks.Running}, Host: host, Limit: tasks.MaxListLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, task := range running {
+			orphans[int64(task.ID)] = true
+		}
+	}
+	logged := map[int64]bool{}
+	for _, ev := range log.all() {
+		if ev.coord != victim.id {
+			continue
+		}
+		switch ev.msg {
+		case "task claimed":
+			logged[ev.task] = true
+		case "task finished":
+			delete(logged, ev.task)
+		}
+	}
+	var claimUnlogged, finishUnlogged []int64
+	inflight := map[int64]bool{} // finishes committed, not logged
+	for id := range orphans {
+		if !logged[id] {
+			claimUnlogged = append(claimUnlogged, id)
+		}
+	}
+	for id := range logged {
+		if !orphans[id] {
+			inflight[id] = true
+			finishUnlogged = append(finishUnlogged, id)
+		}
+	}
+	if limit := slots * len(taken); len(orphans) > limit {
+		t.Errorf("%d tasks were running on %s's hosts %v at the crash; want at most %d (their slots)", len(orphans), victim.id, taken, limit)
+	}
+
+	hs = waitHostsOwned(t, survivor, log, names, "takeover", taken, crash, 6*ttl, func(h tasks.Host) bool {
+		return h.State == tasks.HostReady && h.Coordinator == survivor.id
+	})
+	takeover := time.Since(crash)
+	for _, ev := range log.all() {
+		if ev.coord == victim.id && ev.msg == "host ownership released" {
+			t.Errorf("the crashed %s released host %s", victim.id, ev.host)
+		}
+	}
+
+	// Wait until every task is final, then check each.
+	var got map[tasks.ID]tasks.Task
+	deadline = time.Now().Add(90 * time.Second)
+	for {
+		got = listAll(t, survivor)
+		final := 0
+		for _, task := range got {
+			if task.State.Final() {
+				final++
+			}
+		}
+		if len(got) == n && final == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d tasks in the store, %d of them final, 90s after the crash; want %d final", len(got), final, n)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	finishes := make(map[int64]int)
+	for _, ev := range log.all() {
+		if ev.msg == "task finished" {
+			finishes[ev.task]++
+		}
+	}
+	bad, retried := 0, 0
+	perHost := map[string]int{}
+	for id, task := range got {
+		wantAttempt, wantFinishes := 1, 1
+		switch {
+		case orphans[int64(id)]:
+			wantAttempt = 2
+		case inflight[int64(id)]:
+			wantFinishes = 0
+		}
+		if task.Attempt > 1 {
+			retried++
+		}
+		perHost[task.Host]++
+		if task.State != tasks.Succeeded || task.Attempt != wantAttempt || finishes[int64(id)] != wantFinishes {
+			if bad++; bad <= 10 {
+				t.Errorf("task %d: %s at attempt %d, finished %d times by the logs; want succeeded at attempt %d, finished %d times (running on %s's hosts at the crash: %t; its finish in flight: %t)",
+					id, task.State, task.Attempt, finishes[int64(id)], wantAttempt, wantFinishes, victim.id, orphans[int64(id)], inflight[int64(id)])
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d tasks were not run as they should", bad, n)
+	}
+	checkOneShim(t, log, names, "at the end", hs)
+	t.Logf("%d tasks through both APIs (submitted in %s): all final in %s, %.0f tasks/s; per host %v",
+		n, submitted.Round(time.Millisecond), elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), perHost)
+	t.Logf("%s (hosts %v) crashed %s in, with %d tasks finished and %d running on its hosts (claims committed but not logged: %v; finishes committed but not logged: %v); %s drove them, ready, %s later (host lease TTL %s); %d tasks ran a second attempt",
+		victim.id, taken, crash.Sub(start).Round(time.Millisecond), finishedAtCrash, len(orphans), claimUnlogged, finishUnlogged, survivor.id, takeover.Round(time.Millisecond), ttl, retried)
 }

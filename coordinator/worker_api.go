@@ -293,12 +293,18 @@ func (c *Coordinator) claimGroups(ctx context.Context, s *session) ([]string, er
 }
 
 // claim leases tasks for s in groups, waiting up to wait for one to be
-// queued. It claims nothing once the caller has gone, so no lease is
+// claimable. It claims nothing once the caller has gone, so no lease is
 // handed to a shim that will never hear of it.
 func (c *Coordinator) claim(ctx context.Context, s *session, groups []string, max int, wait time.Duration) ([]tasks.Assignment, error) {
 	var as []tasks.Assignment
+	// A task becomes claimable when it is queued, or when the last source
+	// of its task inputs ends (the store skips it until then), so a task
+	// of a served group that ends wakes the claim too: a pipeline's next
+	// step starts at once. Running and log events never matter here. A
+	// source in a group the host does not serve wakes nobody; the Recheck
+	// finds its dependents.
 	err := c.waitFor(ctx, wait, func(ev events.Event) bool {
-		return ev.State == tasks.Queued && slices.Contains(groups, ev.Group)
+		return (ev.State == tasks.Queued || ev.State.Final()) && slices.Contains(groups, ev.Group)
 	}, func() (bool, error) {
 		h := c.hostOf(s)
 		c.mu.Lock()
@@ -492,14 +498,23 @@ func (c *Coordinator) handleUploadArtifact(w http.ResponseWriter, r *http.Reques
 	if r.ContentLength > c.cfg.MaxArtifactSize {
 		return &tasks.Error{Code: tasks.ETooLarge, Field: "name", Message: fmt.Sprintf("artifact %s: %d bytes is over the limit of %d", name, r.ContentLength, c.cfg.MaxArtifactSize)}
 	}
+	// Refuse what the group's quota cannot take before the bytes come;
+	// AddArtifact charges the quota for good.
+	rm, err := c.artifactRoom(r.Context(), ref, name)
+	if err != nil {
+		return err
+	}
+	if err := rm.check(r.ContentLength); err != nil {
+		return err
+	}
 	key := artifactKey(ref.Task, ref.Attempt, name)
-	size, sum, err := c.cfg.Artifacts.Put(r.Context(), key, http.MaxBytesReader(w, r.Body, c.cfg.MaxArtifactSize))
+	size, sum, err := c.cfg.Artifacts.Put(r.Context(), key, rm.limit(http.MaxBytesReader(w, r.Body, c.cfg.MaxArtifactSize)))
 	if err != nil {
 		return fmt.Errorf("store artifact %s: %w", name, err)
 	}
 	a := tasks.Artifact{Task: ref.Task, Attempt: ref.Attempt, Name: name, Size: size, SHA256: sum, CreatedAt: c.cfg.Now().UTC()}
 	if err := c.store.AddArtifact(r.Context(), ref, a); err != nil {
-		if errors.Is(err, tasks.ErrStaleLease) {
+		if errors.Is(err, tasks.ErrStaleLease) || errors.Is(err, tasks.ErrQuota) {
 			_ = c.cfg.Artifacts.Delete(context.WithoutCancel(r.Context()), key)
 		}
 		return err

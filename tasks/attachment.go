@@ -24,12 +24,20 @@ type Attachment struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
+// OutputDirName is the task's output directory ($MITO_OUTPUT_DIR) in its
+// work directory: inputs may not land there, or they would come back as
+// artifacts.
+const OutputDirName = "out"
+
 // MaxInputs bounds how many inputs a task may take.
 const MaxInputs = 64
 
 // Input is a file a task needs in its work directory before its command
 // starts: a group attachment, or an artifact of another task. Exactly one
-// of Attachment and Task is set.
+// of Attachment and Task is set. A task that takes another's artifact is
+// not claimed while that source is queued or running, so that a pipeline
+// can be submitted at once and run in order; once the source has ended,
+// well or not, the task runs, and a missing artifact fails its fetch.
 type Input struct {
 	// Attachment is the key of an attachment of the task's own group.
 	Attachment string `json:"attachment,omitempty"`
@@ -125,6 +133,9 @@ func normalizeInputs(ins []Input) error {
 			return err
 		}
 		p := ins[i].Path
+		if p == OutputDirName || strings.HasPrefix(p, OutputDirName+"/") {
+			return Invalid(fmt.Sprintf("inputs[%d].path", i), "%s: %s is the task's output directory ($MITO_OUTPUT_DIR); give the input another path with =PATH", ins[i], OutputDirName)
+		}
 		if other, ok := seen[p]; ok {
 			return Invalid(fmt.Sprintf("inputs[%d].path", i), "%s lands on %s, as %s does", ins[i], p, other)
 		}

@@ -13,9 +13,17 @@ import "time"
 //	PUT  /worker/v1/tasks/{id}/artifacts/{name...}  raw bytes; query attempt; header X-Mito-Lease
 //	POST /worker/v1/tasks/{id}/artifacts-presign  PresignRequest → PresignResponse
 //	POST /worker/v1/tasks/{id}/artifacts-commit   CommitRequest  → Artifact
+//	GET  /worker/v1/tasks/{id}/inputs/{index}      → raw bytes; query attempt; header X-Mito-Lease
 //	POST /worker/v1/tasks/{id}/finish    FinishRequest    → Task
 //
 // Calls after register carry the session in the X-Mito-Session header.
+//
+// The inputs call streams Spec.Inputs[index] with Content-Length and
+// X-Mito-Sha256 (lowercase hex), which the worker checks. An input that
+// cannot be had now (an attachment deleted since submission, a source
+// task that ended without the artifact or has not made it yet) is a 404
+// whose message names the input; the worker fails the attempt with that
+// message without running the command.
 
 // RegisterRequest starts a worker session. Over a pipe or SSH link the
 // coordinator already knows the host and ignores Name, Groups, Tags and Slots.

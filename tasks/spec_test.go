@@ -484,3 +484,20 @@ func FuzzSpecNormalize(f *testing.F) {
 		}
 	})
 }
+
+func TestInputsMayNotLandInTheOutputDirectory(t *testing.T) {
+	for _, in := range []string{"attachment:out", "attachment:data.csv=out", "attachment:data.csv=out/x", "task:4/out/y", "attachment:out/z"} {
+		i, err := ParseInput(in)
+		if err != nil {
+			t.Fatalf("ParseInput(%q): %v", in, err)
+		}
+		s := Spec{Group: "lab", Command: []string{"true"}, Inputs: []Input{i}}
+		if err := s.Normalize(); ErrorCode(err) != EInvalid || !strings.Contains(err.Error(), "output directory") {
+			t.Errorf("input %s: %v; want invalid, naming the output directory", in, err)
+		}
+	}
+	s := Spec{Group: "lab", Command: []string{"true"}, Inputs: []Input{{Attachment: "output/x"}, {Attachment: "outx"}}}
+	if err := s.Normalize(); err != nil {
+		t.Errorf("inputs output/x and outx: %v; want them allowed", err)
+	}
+}

@@ -1,0 +1,215 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/mitolab/mito/tasks"
+)
+
+// Task inputs: a spec may name group attachments and other tasks'
+// artifacts, which the shim fetches into the work directory before the
+// command starts (GET /worker/v1/tasks/{id}/inputs/{index}). Submission
+// refuses an input that cannot come (no such attachment, no such task, or
+// a task that ended without the artifact); one that names a task still
+// queued or running is accepted, so that pipelines can be submitted at
+// once: the store does not let the task be claimed until every such
+// source has ended (store.WaitsOn), and a finish wakes the hosts' claims.
+// The fetch checks again, since an attachment may be deleted and a task
+// may end without the artifact meanwhile.
+
+// inputChecker checks the inputs of the specs of one submission. It keeps
+// what it looked up, since a batch (a parameter sweep) often gives every
+// task the same inputs.
+type inputChecker struct {
+	c *Coordinator
+	u tasks.User
+	// attachments records whether group/key exists.
+	attachments map[[2]string]bool
+	// sources holds each task input's source task, readable by u, and its
+	// artifact names; a nil entry is a task u may not know of.
+	sources map[tasks.ID]*inputSource
+}
+
+// inputSource is a task another task takes an artifact of.
+type inputSource struct {
+	task  tasks.Task
+	names map[string]bool // its artifacts' names, of every attempt
+}
+
+func (c *Coordinator) newInputChecker(u tasks.User) *inputChecker {
+	return &inputChecker{c: c, u: u, attachments: map[[2]string]bool{}, sources: map[tasks.ID]*inputSource{}}
+}
+
+// check returns an EInvalid error naming the first input of spec that
+// cannot be had.
+func (ic *inputChecker) check(ctx context.Context, spec tasks.Spec) error {
+	for i, in := range spec.Inputs {
+		field := fmt.Sprintf("inputs[%d]", i)
+		if in.Attachment != "" {
+			k := [2]string{spec.Group, in.Attachment}
+			found, seen := ic.attachments[k]
+			if !seen {
+				_, err := ic.c.store.GetAttachment(ctx, spec.Group, in.Attachment)
+				if err != nil && !errors.Is(err, tasks.ErrNotFound) {
+					return err
+				}
+				found = err == nil
+				ic.attachments[k] = found
+			}
+			if !found {
+				return tasks.Invalid(field, "%s: no such attachment in group %s", in, spec.Group)
+			}
+			continue
+		}
+		src, err := ic.source(ctx, in.Task)
+		if err != nil {
+			return err
+		}
+		switch {
+		case src == nil:
+			// A task of a group the caller cannot read looks missing, as
+			// everywhere else.
+			return tasks.Invalid(field, "%s: no task %d", in, in.Task)
+		case src.task.State.Final() && !src.names[in.Artifact]:
+			return tasks.Invalid(field, "%s: task %d ended %s without an artifact %s", in, in.Task, src.task.State, in.Artifact)
+		}
+	}
+	return nil
+}
+
+// source looks up a task input's source task, or returns nil when it does
+// not exist or the caller may not read it.
+func (ic *inputChecker) source(ctx context.Context, id tasks.ID) (*inputSource, error) {
+	if src, ok := ic.sources[id]; ok {
+		return src, nil
+	}
+	t, err := ic.c.store.GetTask(ctx, id)
+	if errors.Is(err, tasks.ErrNotFound) {
+		ic.sources[id] = nil
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ic.c.requireRole(ctx, ic.u, t.Group, tasks.RoleRead); err != nil {
+		if errors.Is(err, tasks.ErrNotFound) || errors.Is(err, tasks.ErrForbidden) {
+			ic.sources[id] = nil
+			return nil, nil
+		}
+		return nil, err
+	}
+	src := &inputSource{task: t, names: map[string]bool{}}
+	if t.State.Final() {
+		as, err := ic.c.store.ListArtifacts(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range as {
+			src.names[a.Name] = true
+		}
+	}
+	ic.sources[id] = src
+	return src, nil
+}
+
+// inputObject is where an input's bytes are now.
+type inputObject struct {
+	key    string
+	sha256 string
+}
+
+// resolveInput finds the object behind input in of task t, or returns an
+// ENotFound error naming the input and saying why it cannot be had.
+func (c *Coordinator) resolveInput(ctx context.Context, t tasks.Task, in tasks.Input) (inputObject, error) {
+	if in.Attachment != "" {
+		a, err := c.store.GetAttachment(ctx, t.Group, in.Attachment)
+		if errors.Is(err, tasks.ErrNotFound) {
+			return inputObject{}, tasks.Errorf(tasks.ENotFound, "input %s: no such attachment in group %s", in, t.Group)
+		}
+		if err != nil {
+			return inputObject{}, err
+		}
+		return inputObject{key: a.Object, sha256: a.SHA256}, nil
+	}
+	missing := tasks.Errorf(tasks.ENotFound, "input %s: no task %d", in, in.Task)
+	src, err := c.store.GetTask(ctx, in.Task)
+	if errors.Is(err, tasks.ErrNotFound) {
+		return inputObject{}, missing
+	}
+	if err != nil {
+		return inputObject{}, err
+	}
+	if src.Group != t.Group {
+		// The creator may have lost the right to read the other group
+		// since submission; the task gets nothing its creator could not.
+		role, err := c.store.Role(ctx, t.Creator, src.Group)
+		if err != nil && !errors.Is(err, tasks.ErrNotFound) {
+			return inputObject{}, err
+		}
+		if role < tasks.RoleRead {
+			return inputObject{}, missing
+		}
+	}
+	as, err := c.store.ListArtifacts(ctx, src.ID)
+	if err != nil {
+		return inputObject{}, err
+	}
+	var found *tasks.Artifact
+	for i := range as { // ordered by attempt: the last match is the latest
+		if as[i].Name == in.Artifact {
+			found = &as[i]
+		}
+	}
+	if found == nil {
+		state := "it is " + string(src.State)
+		if src.State.Final() {
+			state = "it ended " + string(src.State)
+		}
+		return inputObject{}, tasks.Errorf(tasks.ENotFound, "input %s: task %d has no artifact %s (%s)", in, src.ID, in.Artifact, state)
+	}
+	return inputObject{key: artifactKey(src.ID, found.Attempt, found.Name), sha256: found.SHA256}, nil
+}
+
+// handleFetchInput streams one input of a running attempt, for the shim to
+// put in the work directory. It is fenced by the lease like the writes,
+// so that only the attempt that runs the task reads what its creator may.
+func (c *Coordinator) handleFetchInput(w http.ResponseWriter, r *http.Request, s *session) error {
+	ref, err := leaseFromRequest(r)
+	if err != nil {
+		return err
+	}
+	index, err := strconv.Atoi(r.PathValue("index"))
+	if err != nil || index < 0 {
+		return tasks.Invalid("index", "%q is not an input index", r.PathValue("index"))
+	}
+	if stale, err := c.store.Renew(r.Context(), []tasks.LeaseRef{ref}, c.cfg.Now().UTC(), c.cfg.LeaseTTL); err != nil {
+		return err
+	} else if len(stale) > 0 {
+		return tasks.Errorf(tasks.EStaleLease, "task %d attempt %d: lease is no longer current", ref.Task, ref.Attempt)
+	}
+	t, err := c.store.GetTask(r.Context(), ref.Task)
+	if err != nil {
+		return err
+	}
+	if index >= len(t.Inputs) {
+		return tasks.Invalid("index", "task %d has %d inputs, numbered from 0", t.ID, len(t.Inputs))
+	}
+	in := t.Inputs[index]
+	obj, err := c.resolveInput(r.Context(), t, in)
+	if err != nil {
+		return err
+	}
+	err = c.sendObject(w, r, "input", obj.key, obj.sha256, logTask, t.ID, logAttempt, ref.Attempt, "input", in.String())
+	if errors.Is(err, tasks.ErrNotFound) {
+		// Deleted between the record and the bytes: as good as gone.
+		if in.Attachment != "" {
+			return tasks.Errorf(tasks.ENotFound, "input %s: no such attachment in group %s", in, t.Group)
+		}
+		return tasks.Errorf(tasks.ENotFound, "input %s: task %d's artifact %s is no longer stored", in, in.Task, in.Artifact)
+	}
+	return err
+}

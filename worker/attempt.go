@@ -99,10 +99,28 @@ func (w *worker) runAttempt(a *attempt) {
 		return
 	}
 	defer w.removeDir(a, dir)
-	out := filepath.Join(dir, "out")
+	out := filepath.Join(dir, tasks.OutputDirName)
 	if err := os.Mkdir(out, 0o755); err != nil {
 		now := time.Now()
 		w.finish(a, tasks.Result{State: tasks.Failed, Error: fmt.Sprintf("create output directory: %v", err), StartedAt: now, FinishedAt: now})
+		return
+	}
+	started := time.Now()
+	if err := w.fetchInputs(a, dir); err != nil {
+		res := tasks.Result{State: tasks.Failed, Error: err.Error(), StartedAt: started, FinishedAt: time.Now()}
+		switch {
+		case a.ctx.Err() != nil:
+			a.log.Info("attempt ended without a report", "reason", a.stopReason())
+			return
+		case a.isStopped():
+			res.State, res.Error = tasks.Cancelled, "cancelled"
+			if a.reason != "" {
+				res.Error = "cancelled: " + a.reason
+			}
+		default:
+			a.log.Warn("cannot fetch an input; the command does not run", keyErr, err)
+		}
+		w.finish(a, res)
 		return
 	}
 
@@ -113,12 +131,40 @@ func (w *worker) runAttempt(a *attempt) {
 		return
 	}
 	if res.State != tasks.Cancelled {
-		w.uploadArtifacts(a, out)
+		refused := w.uploadArtifacts(a, out)
 		if a.ctx.Err() != nil {
 			return
 		}
+		res = failRefused(res, refused)
 	}
 	w.finish(a, res)
+}
+
+// maxRefusedNamed bounds how many refused artifacts an attempt's error
+// names one by one.
+const maxRefusedNamed = 3
+
+// failRefused makes an attempt whose artifacts the coordinator refused
+// for good end failed, not succeeded, with an error that names them:
+// their bytes are lost, and a pipeline must not take the task's success
+// for its output's. A run that failed already keeps its state and gets
+// the refusals added to its error.
+func failRefused(res tasks.Result, refused []string) tasks.Result {
+	if len(refused) == 0 {
+		return res
+	}
+	msg := strings.Join(refused[:min(len(refused), maxRefusedNamed)], "; ")
+	if n := len(refused) - maxRefusedNamed; n > 0 {
+		msg += fmt.Sprintf("; and %d more artifacts refused", n)
+	}
+	if res.State == tasks.Succeeded {
+		res.State = tasks.Failed
+	}
+	if res.Error != "" {
+		msg = res.Error + "; " + msg
+	}
+	res.Error = msg
+	return res
 }
 
 // execute runs the task's process and streams its output until it exits,

@@ -55,10 +55,11 @@ func newDirectClient() *http.Client {
 type directOutcome int
 
 const (
-	directDone  directOutcome = iota // uploaded and recorded
-	directRelay                      // send this artifact through the coordinator instead
-	directSkip                       // give up this artifact, go on with the others
-	directAbort                      // give up every artifact: the lease is gone or the worker stops
+	directDone    directOutcome = iota // uploaded and recorded
+	directRelay                        // send this artifact through the coordinator instead
+	directSkip                         // give up this artifact, go on with the others
+	directAbort                        // give up every artifact: the lease is gone or the worker stops
+	directRefused                      // refused for good (over the group's quota): the attempt fails
 )
 
 // wantsDirect reports whether an artifact of size bytes goes straight to
@@ -77,33 +78,36 @@ func (w *worker) relayFromNowOn(s *session, why string, args ...any) {
 }
 
 // uploadDirect sends one artifact by a presigned URL and records it. f is
-// at any offset; size is what was found by stat.
-func (w *worker) uploadDirect(a *attempt, f *os.File, name string, size int64) directOutcome {
+// at any offset; size is what was found by stat. The error is the
+// coordinator's refusal when the outcome is directRefused, else nil.
+func (w *worker) uploadDirect(a *attempt, f *os.File, name string, size int64) (directOutcome, error) {
 	bo := backoff{min: 500 * time.Millisecond, max: 10 * time.Second}
 	for try := 1; ; try++ {
 		s := w.cur()
 		if !wantsDirect(s, size) {
-			return directRelay // a new session may have another mode
+			return directRelay, nil // a new session may have another mode
 		}
 		auto := s.artifacts == tasks.ArtifactsAuto
 		p, err := s.c.PresignArtifact(a.ctx, tasks.PresignRequest{Lease: a.ref, Name: name, Size: size})
 		if err != nil {
 			switch {
 			case a.ctx.Err() != nil:
-				return directAbort
+				return directAbort, nil
+			case tasks.ErrorCode(err) == tasks.EQuota:
+				return directRefused, err
 			case tasks.ErrorCode(err) == tasks.EUnauthorized && try < maxUploadTries:
 				if !w.awaitSession(a.ctx, s) {
-					return directAbort
+					return directAbort, nil
 				}
 				continue
 			case leaseGone(err):
 				a.log.Warn("coordinator refused an artifact: the lease is no longer current", "artifact", name, keyErr, err)
 				a.abandon(fmt.Sprintf("artifact upload refused: %v", err))
-				return directAbort
+				return directAbort, nil
 			case retryable(err) && try < maxUploadTries:
 				a.log.Warn("cannot get an upload URL for an artifact; retrying", "artifact", name, keyErr, err)
 				if !sleep(a.ctx, bo.next()) {
-					return directAbort
+					return directAbort, nil
 				}
 				continue
 			}
@@ -114,7 +118,7 @@ func (w *worker) uploadDirect(a *attempt, f *os.File, name string, size int64) d
 			} else {
 				a.log.Info("cannot upload artifact directly; sending it through the coordinator", "artifact", name, keyErr, err)
 			}
-			return directRelay
+			return directRelay, nil
 		}
 		sum, err := w.putDirect(a.ctx, p, f, size)
 		if err != nil {
@@ -122,23 +126,23 @@ func (w *worker) uploadDirect(a *attempt, f *os.File, name string, size int64) d
 			var status *statusError
 			switch {
 			case a.ctx.Err() != nil:
-				return directAbort
+				return directAbort, nil
 			case errors.As(err, &changed):
 				a.log.Warn("artifact changed while it was uploaded; not uploaded", "artifact", name, keyErr, err)
-				return directSkip
+				return directSkip, nil
 			case auto && errors.As(err, &status):
 				w.relayFromNowOn(s, "the store answered "+status.Status(), "status", status.code, "s3_code", status.s3Code)
-				return directRelay
+				return directRelay, nil
 			case auto:
 				w.relayFromNowOn(s, "the store cannot be reached", keyErr, err)
-				return directRelay
+				return directRelay, nil
 			case try >= maxUploadTries:
 				a.log.Error("cannot upload artifact directly, and the inventory says not to relay; skipping it", "artifact", name, keyErr, err)
-				return directSkip
+				return directSkip, nil
 			}
 			a.log.Warn("cannot upload artifact directly; retrying", "artifact", name, keyErr, err)
 			if !sleep(a.ctx, bo.next()) {
-				return directAbort
+				return directAbort, nil
 			}
 			continue
 		}
@@ -147,8 +151,9 @@ func (w *worker) uploadDirect(a *attempt, f *os.File, name string, size int64) d
 }
 
 // commitDirect records an artifact the store holds, retrying transient
-// failures.
-func (w *worker) commitDirect(a *attempt, name string, size int64, sum string) directOutcome {
+// failures. The error is the coordinator's refusal when the outcome is
+// directRefused, else nil.
+func (w *worker) commitDirect(a *attempt, name string, size int64, sum string) (directOutcome, error) {
 	bo := backoff{min: 500 * time.Millisecond, max: 10 * time.Second}
 	req := tasks.CommitRequest{Lease: a.ref, Name: name, Size: size, SHA256: sum}
 	for try := 1; ; try++ {
@@ -157,27 +162,29 @@ func (w *worker) commitDirect(a *attempt, name string, size int64, sum string) d
 		switch {
 		case err == nil:
 			a.log.Info("artifact uploaded directly", "artifact", name, "size", size)
-			return directDone
+			return directDone, nil
 		case a.ctx.Err() != nil:
-			return directAbort
+			return directAbort, nil
+		case tasks.ErrorCode(err) == tasks.EQuota:
+			return directRefused, err
 		case tasks.ErrorCode(err) == tasks.EUnauthorized && try < maxUploadTries:
 			if !w.awaitSession(a.ctx, s) {
-				return directAbort
+				return directAbort, nil
 			}
 			continue
 		case leaseGone(err):
 			a.log.Warn("coordinator refused an artifact: the lease is no longer current", "artifact", name, keyErr, err)
 			a.abandon(fmt.Sprintf("artifact upload refused: %v", err))
-			return directAbort
+			return directAbort, nil
 		case !retryable(err) || try >= maxUploadTries:
 			// The store lost or mangled the object (the coordinator deleted
 			// it on a size mismatch): send it the other way.
 			a.log.Warn("coordinator did not record the direct upload; sending the artifact through it", "artifact", name, keyErr, err)
-			return directRelay
+			return directRelay, nil
 		}
 		a.log.Warn("cannot record artifact; retrying", "artifact", name, keyErr, err)
 		if !sleep(a.ctx, bo.next()) {
-			return directAbort
+			return directAbort, nil
 		}
 	}
 }

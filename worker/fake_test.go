@@ -53,6 +53,21 @@ type fakeCoord struct {
 	s3obj                      map[string][]byte
 	presigns, commits, relayed int
 	directNames, relayedNames  []string
+	// overQuota names artifacts refused with 413 quota_exceeded, relayed
+	// or committed, as a group over its storage quota gets.
+	overQuota map[string]bool
+}
+
+// fakeInput is what the fake serves for one input of a task.
+type fakeInput struct {
+	body []byte
+	// missing, when set, is the 404 message served instead of the body.
+	missing string
+	// corrupt is how many more fetches get a body that does not match
+	// its sha256; fetches counts them all.
+	corrupt, fetches int
+	// stall sends half the body, then nothing until the caller gives up.
+	stall bool
 }
 
 type fakeTask struct {
@@ -65,6 +80,8 @@ type fakeTask struct {
 	staleLogs bool      // when set, log writes get 409 stale_lease
 	granted   time.Time // when the current attempt's lease was granted
 	finishes  int       // finish calls for the task, refused or not
+	// inputs are served for Spec.Inputs by index.
+	inputs []*fakeInput
 }
 
 func newFake(t *testing.T, reg tasks.RegisterResponse) *fakeCoord {
@@ -82,6 +99,7 @@ func newFake(t *testing.T, reg tasks.RegisterResponse) *fakeCoord {
 	mux.HandleFunc("POST /worker/v1/tasks/{id}/finish", f.session(f.finish))
 	mux.HandleFunc("POST /worker/v1/tasks/{id}/artifacts-presign", f.session(f.presign))
 	mux.HandleFunc("POST /worker/v1/tasks/{id}/artifacts-commit", f.session(f.commit))
+	mux.HandleFunc("GET /worker/v1/tasks/{id}/inputs/{index}", f.session(f.input))
 	f.srv = httptest.NewServer(f.hangable(mux))
 	t.Cleanup(f.srv.Close)
 	f.s3obj = make(map[string][]byte)
@@ -157,6 +175,10 @@ func (f *fakeCoord) commit(w http.ResponseWriter, r *http.Request) {
 	f.commits++
 	ft := f.lease(w, r.PathValue("id"), req.Lease.Attempt, req.Lease.Token)
 	if ft == nil {
+		return
+	}
+	if f.overQuota[req.Name] {
+		writeErr(w, http.StatusRequestEntityTooLarge, tasks.EQuota, "group lab is over its storage quota of 10 bytes")
 		return
 	}
 	body, ok := f.s3obj[fmt.Sprintf("%d/%d/%s", ft.task.ID, req.Lease.Attempt, req.Name)]
@@ -437,10 +459,57 @@ func (f *fakeCoord) artifact(w http.ResponseWriter, r *http.Request) {
 	if ft == nil {
 		return
 	}
+	if f.overQuota[r.PathValue("name")] {
+		writeErr(w, http.StatusRequestEntityTooLarge, tasks.EQuota, "group lab is over its storage quota of 10 bytes")
+		return
+	}
 	ft.artifacts[r.PathValue("name")] = body
 	f.relayed++
 	f.relayedNames = append(f.relayedNames, r.PathValue("name"))
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// input serves an input of a running attempt, fenced by its lease, with
+// its size and sha256, as the coordinator does.
+func (f *fakeCoord) input(w http.ResponseWriter, r *http.Request) {
+	attempt, _ := strconv.Atoi(r.URL.Query().Get("attempt"))
+	index, _ := strconv.Atoi(r.PathValue("index"))
+	f.mu.Lock()
+	ft := f.lease(w, r.PathValue("id"), attempt, r.Header.Get("X-Mito-Lease"))
+	if ft == nil {
+		f.mu.Unlock()
+		return
+	}
+	if index < 0 || index >= len(ft.inputs) {
+		f.mu.Unlock()
+		writeErr(w, http.StatusBadRequest, tasks.EInvalid, "index: out of range")
+		return
+	}
+	in := ft.inputs[index]
+	in.fetches++
+	body, missing, stall := in.body, in.missing, in.stall
+	corrupt := in.corrupt > 0
+	if corrupt {
+		in.corrupt--
+	}
+	f.broadcast()
+	f.mu.Unlock()
+	if missing != "" {
+		writeErr(w, http.StatusNotFound, tasks.ENotFound, missing)
+		return
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.Header().Set("X-Mito-Sha256", fmt.Sprintf("%x", sha256.Sum256(body)))
+	if corrupt && len(body) > 0 {
+		body = append([]byte{body[0] ^ 1}, body[1:]...)
+	}
+	if stall {
+		_, _ = w.Write(body[:len(body)/2])
+		http.NewResponseController(w).Flush()
+		<-r.Context().Done()
+		return
+	}
+	_, _ = w.Write(body)
 }
 
 func (f *fakeCoord) finish(w http.ResponseWriter, r *http.Request) {
@@ -471,7 +540,10 @@ func (f *fakeCoord) finish(w http.ResponseWriter, r *http.Request) {
 }
 
 // submit queues a task and returns its id.
-func (f *fakeCoord) submit(spec tasks.Spec) tasks.ID {
+func (f *fakeCoord) submit(spec tasks.Spec) tasks.ID { return f.submitInputs(spec) }
+
+// submitInputs queues a task that serves inputs for its Spec.Inputs.
+func (f *fakeCoord) submitInputs(spec tasks.Spec, inputs ...*fakeInput) tasks.ID {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.nextID++
@@ -483,6 +555,7 @@ func (f *fakeCoord) submit(spec tasks.Spec) tasks.ID {
 		task:      tasks.Task{ID: id, Spec: spec, State: tasks.Queued},
 		logs:      make(map[tasks.Stream][]byte),
 		artifacts: make(map[string][]byte),
+		inputs:    inputs,
 	}
 	f.queue = append(f.queue, id)
 	f.broadcast()

@@ -82,6 +82,7 @@ or input, 3 not found, 4 not logged in or not allowed, 5 conflict,
 		newClientTasksCmd(&opts),
 		newClientUsersCmd(&opts),
 		newClientGroupsCmd(&opts),
+		newClientAttachmentsCmd(&opts),
 		newClientHostsCmd(&opts),
 	)
 	addLoginHint(cmd)

@@ -288,7 +288,7 @@ func downloadArtifact(ctx context.Context, s *session, root *os.Root, id tasks.I
 	}()
 	h := sha256.New()
 	dst := io.MultiWriter(f, h)
-	prog := startDownloadProgress(progressTo, w.name, size)
+	prog := startTransferProgress(progressTo, w.name, size)
 	if prog != nil {
 		dst = io.MultiWriter(f, h, prog)
 	}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 
+	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
 	"github.com/mitolab/mito/tasks"
@@ -19,7 +21,10 @@ func newClientGroupsCmd(gopts *clientOptions) *cobra.Command {
 		Long: `Groups own tasks. A member's role decides what they may do in a group:
 read (see tasks, logs, artifacts and hosts), write (also submit, cancel and
 retry) or admin (also manage members). Every user has a personal group of
-their own name.`,
+their own name.
+
+A group's attachments and its tasks' artifacts take storage on the
+coordinator; a global admin may bound it with a quota.`,
 		Example: `  mito client groups list
   mito client groups create netlab
   mito client groups add-member netlab bob:write carol:read`,
@@ -30,6 +35,7 @@ their own name.`,
 		newClientGroupsGetCmd(gopts),
 		newClientGroupsAddMemberCmd(gopts),
 		newClientGroupsRemoveMemberCmd(gopts),
+		newClientGroupsQuotaCmd(gopts),
 	)
 	return cmd
 }
@@ -37,7 +43,7 @@ their own name.`,
 func newClientGroupsListCmd(gopts *clientOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:     "list",
-		Short:   "List your groups and your role in each",
+		Short:   "List your groups, your role and the storage used in each",
 		Example: `  mito client groups list`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -68,9 +74,9 @@ func runClientGroupsList(ctx context.Context, gopts *clientOptions) error {
 		return nil
 	}
 	tw := newTable(gopts.stdout)
-	fmt.Fprintln(tw, "NAME\tROLE\tCREATED")
+	fmt.Fprintln(tw, "NAME\tROLE\tSTORAGE\tCREATED")
 	for _, g := range groups {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", g.Name, g.Role, fmtTime(g.CreatedAt))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", g.Name, g.Role, fmtStorage(g), fmtTime(g.CreatedAt))
 	}
 	return tw.Flush()
 }
@@ -112,7 +118,8 @@ func runClientGroupsCreate(ctx context.Context, gopts *clientOptions, args []str
 func newClientGroupsGetCmd(gopts *clientOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:     "get NAME",
-		Short:   "Show a group and its members",
+		Aliases: []string{"show"},
+		Short:   "Show a group, its storage and its members",
 		Example: `  mito client groups get netlab -o json`,
 		Args:    exactArgs(1, "a group name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -148,7 +155,8 @@ func printGroup(gopts *clientOptions, g *tasks.Group) error {
 func printGroupTable(w io.Writer, g *tasks.Group) error {
 	tw := newTable(w)
 	fmt.Fprintf(tw, "group:\t%s\n", g.Name)
-	fmt.Fprintf(tw, "created:\t%s\n\n", fmtTime(g.CreatedAt))
+	fmt.Fprintf(tw, "created:\t%s\n", fmtTime(g.CreatedAt))
+	fmt.Fprintf(tw, "storage:\t%s\n\n", fmtStorage(*g))
 	fmt.Fprintln(tw, "MEMBER\tROLE")
 	for _, m := range g.Members {
 		fmt.Fprintf(tw, "%s\t%s\n", m.User, m.Role)
@@ -258,4 +266,75 @@ func runClientGroupsRemoveMember(ctx context.Context, gopts *clientOptions, args
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// fmtStorage prints a group's usage against its quota: "1.2 GiB of 10 GiB",
+// or "1.2 GiB (no quota)".
+func fmtStorage(g tasks.Group) string {
+	used := humanize.IBytes(uint64(max(g.UsedBytes, 0)))
+	if g.QuotaBytes <= 0 {
+		return used + " (no quota)"
+	}
+	return used + " of " + humanize.IBytes(uint64(g.QuotaBytes))
+}
+
+func newClientGroupsQuotaCmd(gopts *clientOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "quota GROUP SIZE",
+		Short: "Set a group's storage quota (global admins)",
+		Long: `Bound the storage a group's attachments and its tasks' artifacts may take
+together. SIZE is a number of bytes with an optional unit: 10GiB, 1.5TiB and
+500MiB count in powers of 1024; 10GB and 500MB in powers of 1000. 0 or
+"none" removes the limit.
+
+Only global administrators may set a quota, so that a group's own admins
+cannot lift it. A quota under the current usage is allowed: nothing is
+deleted, but every later upload to the group is refused until it is back
+under the quota.`,
+		Example: `  mito client groups quota netlab 10GiB
+  mito client groups quota netlab 500MB
+  mito client groups quota netlab none`,
+		Args: exactArgs(2, "a group and a size"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runClientGroupsQuota(cmd.Context(), gopts, args)
+		},
+	}
+}
+
+// parseQuota parses SIZE of groups quota.
+func parseQuota(s string) (int64, error) {
+	if strings.EqualFold(s, "none") {
+		return 0, nil
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n > math.MaxInt64 {
+		return 0, usagef("SIZE %q: want a size such as 10GiB or 500MB, or 0 or none for no limit", s)
+	}
+	return int64(n), nil
+}
+
+func runClientGroupsQuota(ctx context.Context, gopts *clientOptions, args []string) error {
+	group := args[0]
+	if err := tasks.ValidName("group", group); err != nil {
+		return usagef("%v", err)
+	}
+	bytes, err := parseQuota(args[1])
+	if err != nil {
+		return err
+	}
+	s, err := gopts.connect(true)
+	if err != nil {
+		return err
+	}
+	g, err := s.SetGroupQuota(ctx, group, bytes)
+	if err != nil {
+		return namedError("group", group, err)
+	}
+	switch {
+	case gopts.json():
+		return writeJSON(gopts.stdout, g)
+	case !gopts.quiet:
+		fmt.Fprintf(gopts.stdout, "group %s: %s\n", g.Name, fmtStorage(*g))
+	}
+	return nil
 }

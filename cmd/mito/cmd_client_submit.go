@@ -25,13 +25,14 @@ type submitOptions struct {
 	priority    int32
 	maxAttempts int
 	env         []string
+	inputs      []string
 	shell       string
 	file        string
 }
 
 // specFlags are the flags that describe one task, which a batch file
 // describes instead.
-var specFlags = []string{"tag", "label", "timeout", "priority", "max-attempts", "env", "shell"}
+var specFlags = []string{"tag", "label", "timeout", "priority", "max-attempts", "env", "input", "shell"}
 
 // newClientSubmitCmd makes `submit`, both `mito client submit` and its long
 // form `mito client tasks submit`.
@@ -48,6 +49,14 @@ task's, flags included, so 'submit python3 train.py --lr 0.1' needs no
 '--'. A '--' before COMMAND still works, and is needed when COMMAND itself
 starts with '-'.
 
+--input fetches a file into the task's work directory before COMMAND
+starts: 'attachment:KEY' (an attachment of the task's group, see 'mito
+client attachments') or 'task:ID/NAME' (artifact NAME of task ID, from its
+latest attempt that has one), each optionally '=PATH' for where it lands
+(default KEY or NAME). A task named by --input may still be running: a
+pipeline can be submitted at once. An input missing when the task starts
+fails it without running COMMAND.
+
 The task belongs to --group, by default your personal group (named after
 you). The command prints the task's id; -q prints only the id, -o json the
 whole task. When no host you can see serves the group with all the tags,
@@ -55,11 +64,12 @@ a note says the task will wait for one.
 
 With -f FILE, queue a batch instead: FILE (or - for stdin) holds a JSON
 array of task specs, as in the API ({"group","command","shell","env",
-"timeout","priority","tags","labels","max_attempts"}). A batch is queued
+"timeout","priority","tags","labels","max_attempts","inputs"}). A batch is queued
 all or none. Specs without a group get --group or your personal group.`,
 		Example: `  mito client submit uname -a
   mito client submit -g netlab -t gpu,cuda12 -l sweep=lr --timeout 2h python train.py --lr 0.1
   mito client submit --env RUN=3 --env MODE=fast --shell 'make && ./bench > $MITO_OUTPUT_DIR/out.txt'
+  mito client submit --input attachment:data/train.csv --input task:41/model.bin=in/model.bin ./eval.sh
   id=$(mito client submit -q ./experiment.sh)
   mito client submit -- -weird-command-name
   mito client tasks submit -f sweep.json`,
@@ -90,6 +100,7 @@ all or none. Specs without a group get --group or your personal group.`,
 	f.Int32VarP(&opts.priority, "priority", "p", 0, "queue `priority`: higher runs first")
 	f.IntVar(&opts.maxAttempts, "max-attempts", 0, fmt.Sprintf("`times` to start the task when hosts are lost (default %d)", tasks.DefaultMaxAttempts))
 	f.StringArrayVarP(&opts.env, "env", "e", nil, "set `NAME=VALUE` in the task's environment (repeatable)")
+	f.StringArrayVar(&opts.inputs, "input", nil, "fetch `SPEC` into the work directory first: attachment:KEY[=PATH] or task:ID/NAME[=PATH] (repeatable)")
 	f.StringVar(&opts.shell, "shell", "", "run this `script` with /bin/sh -c instead of a command")
 	f.StringVarP(&opts.file, "file", "f", "", "submit the JSON array of specs in `FILE` (- for stdin) as one batch")
 	return cmd
@@ -145,6 +156,13 @@ func specFromFlags(opts submitOptions, args []string) (tasks.Spec, error) {
 			spec.Env = map[string]string{}
 		}
 		spec.Env[name] = value // a later --env wins, as in a shell
+	}
+	for _, s := range opts.inputs {
+		in, err := tasks.ParseInput(s)
+		if err != nil {
+			return spec, flagValueError("--input", err)
+		}
+		spec.Inputs = append(spec.Inputs, in)
 	}
 	return spec, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ func parseSubmit(t *testing.T, args ...string) (tasks.Spec, error) {
 	opts.priority, _ = f.GetInt32("priority")
 	opts.maxAttempts, _ = f.GetInt("max-attempts")
 	opts.env, _ = f.GetStringArray("env")
+	opts.inputs, _ = f.GetStringArray("input")
 	opts.shell, _ = f.GetString("shell")
 	return specFromFlags(opts, f.Args())
 }
@@ -56,6 +58,14 @@ func TestSpecFromFlags(t *testing.T) {
 			want: tasks.Spec{Command: []string{"true"}, Env: map[string]string{"A": "2"}}},
 		{name: "shell", args: []string{"--shell", "echo $HOME | wc -c", "--timeout", "1d"},
 			want: tasks.Spec{Shell: "echo $HOME | wc -c", Timeout: tasks.Duration(24 * time.Hour)}},
+		{name: "inputs", args: []string{"--input", "attachment:data/a.csv", "--input", "task:41/out/m.bin=in/m.bin", "--", "true"},
+			want: tasks.Spec{Command: []string{"true"}, Inputs: []tasks.Input{
+				{Attachment: "data/a.csv", Path: "data/a.csv"},
+				{Task: 41, Artifact: "out/m.bin", Path: "in/m.bin"},
+			}}},
+		{name: "input without source", args: []string{"--input", "data.csv", "--", "true"}, wantErr: `--input: "data.csv": want attachment:KEY[=PATH] or task:ID/NAME[=PATH]`},
+		{name: "input with bad task", args: []string{"--input", "task:x/out", "--", "true"}, wantErr: `--input: "task:x/out"`},
+		{name: "input escaping", args: []string{"--input", "attachment:a=../a", "--", "true"}, wantErr: `--input: "../a"`},
 		{name: "env without =", args: []string{"--env", "A", "--", "true"}, wantErr: `--env "A": want NAME=VALUE`},
 		{name: "env with empty name", args: []string{"--env", "=1", "--", "true"}, wantErr: "the name is empty"},
 		{name: "env reserved", args: []string{"--env", "MITO_TASK_ID=1", "--", "true"}, wantErr: "reserved"},
@@ -173,5 +183,28 @@ func TestParseMemberRoles(t *testing.T) {
 		if _, err := parseMemberRoles([]string{"ok:read", bad}); err == nil {
 			t.Errorf("parseMemberRoles(%q): got no error; want one", bad)
 		}
+	}
+}
+
+func TestTaskDetailsShowInputs(t *testing.T) {
+	t.Parallel()
+	task := tasks.Task{ID: 7, Spec: tasks.Spec{Group: "lab", Command: []string{"true"}, Inputs: []tasks.Input{
+		{Attachment: "data.csv", Path: "data.csv"},
+		{Task: 41, Artifact: "m.bin", Path: "in/m.bin"},
+	}}}
+	var b strings.Builder
+	if err := printTaskDetails(&b, []tasks.Task{task}); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^inputs:\s+attachment:data\.csv task:41/m\.bin=in/m\.bin$`).MatchString(b.String()) {
+		t.Errorf("details do not list the inputs as --input takes them:\n%s", b.String())
+	}
+	b.Reset()
+	task.Inputs = nil
+	if err := printTaskDetails(&b, []tasks.Task{task}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "inputs") {
+		t.Errorf("details of a task without inputs mention them:\n%s", b.String())
 	}
 }

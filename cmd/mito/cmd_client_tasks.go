@@ -58,9 +58,36 @@ func newClientTasksGetCmd(gopts *clientOptions) *cobra.Command {
 }
 
 func runClientTasksGet(ctx context.Context, gopts *clientOptions, args []string) error {
+	// A queued task whose task inputs' sources have not ended is not
+	// claimable yet; people are told why it does not start.
+	waiting := map[tasks.ID][]tasks.Task{}
+	sources := map[tasks.ID]*tasks.Task{}
 	return eachTask(ctx, gopts, args, func(s *session, id tasks.ID) (*tasks.Task, error) {
-		return s.GetTask(ctx, id)
-	}, printTaskDetails)
+		t, err := s.GetTask(ctx, id)
+		if err != nil || gopts.json() || t.State != tasks.Queued {
+			return t, err
+		}
+		for i, in := range t.Inputs {
+			src := in.Task
+			if src == 0 || slices.ContainsFunc(t.Inputs[:i], func(o tasks.Input) bool { return o.Task == src }) {
+				continue // an attachment, or a source already looked at
+			}
+			st, seen := sources[src]
+			if !seen {
+				// One that cannot be read says nothing: the claim does not
+				// wait for a task that does not exist, and the fetch
+				// names an input that cannot be had.
+				st, _ = s.GetTask(ctx, src)
+				sources[src] = st
+			}
+			if st != nil && !st.State.Final() {
+				waiting[id] = append(waiting[id], *st)
+			}
+		}
+		return t, nil
+	}, func(w io.Writer, ts []tasks.Task) error {
+		return printTaskDetailsWaiting(w, ts, waiting)
+	})
 }
 
 func newClientTasksCancelCmd(gopts *clientOptions) *cobra.Command {
@@ -169,6 +196,12 @@ func eachTask(ctx context.Context, gopts *clientOptions, args []string,
 
 // printTaskDetails prints tasks as key/value blocks, for people.
 func printTaskDetails(w io.Writer, ts []tasks.Task) error {
+	return printTaskDetailsWaiting(w, ts, nil)
+}
+
+// printTaskDetailsWaiting is printTaskDetails, saying also which sources
+// of its inputs each task of waiting still waits for.
+func printTaskDetailsWaiting(w io.Writer, ts []tasks.Task, waiting map[tasks.ID][]tasks.Task) error {
 	tw := newTable(w)
 	for i, t := range ts {
 		if i > 0 {
@@ -177,6 +210,13 @@ func printTaskDetails(w io.Writer, ts []tasks.Task) error {
 		kv := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 		kv("id", strconv.FormatInt(int64(t.ID), 10))
 		kv("state", string(t.State))
+		if srcs := waiting[t.ID]; len(srcs) > 0 {
+			var s []string
+			for _, src := range srcs {
+				s = append(s, fmt.Sprintf("task %d (%s)", src.ID, src.State))
+			}
+			kv("waiting for", strings.Join(s, ", "))
+		}
 		kv("exit", exitText(t))
 		if t.Error != "" {
 			kv("error", t.Error)
@@ -195,6 +235,13 @@ func printTaskDetails(w io.Writer, ts []tasks.Task) error {
 			}
 			slices.Sort(env)
 			kv("env", strings.Join(env, " "))
+		}
+		if len(t.Inputs) > 0 {
+			ins := make([]string, len(t.Inputs))
+			for i, in := range t.Inputs {
+				ins[i] = in.String()
+			}
+			kv("inputs", strings.Join(ins, " "))
 		}
 		kv("tags", orDash(strings.Join(t.Tags, ",")))
 		kv("labels", orDash(strings.Join(t.Labels, ",")))

@@ -29,7 +29,8 @@ func runClientWith(t *testing.T, h http.Handler, args ...string) (string, string
 	cmd.SetErr(&stderr)
 	cmd.SilenceErrors, cmd.SilenceUsage = true, true
 	err := cmd.ExecuteContext(t.Context())
-	return stdout.String(), stderr.String(), exitCode(err, &stderr)
+	code := exitCode(err, &stderr) // before reading stderr: it writes the error there
+	return stdout.String(), stderr.String(), code
 }
 
 // eventsHandler streams, for task=… queries, each known task's states in

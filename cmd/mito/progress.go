@@ -42,10 +42,10 @@ func newProgress(w io.Writer, name string, total int64, now func() time.Time) *p
 	return &progress{w: w, name: name, total: total, now: now, start: now()}
 }
 
-// startDownloadProgress returns a progress line on w for a download of
-// size bytes, or nil when w is nil or the download is too small (or of
-// unknown size) to deserve one.
-func startDownloadProgress(w io.Writer, name string, size int64) *progress {
+// startTransferProgress returns a progress line on w for a download or an
+// upload of size bytes, or nil when w is nil or the transfer is too small
+// (or of unknown size) to deserve one.
+func startTransferProgress(w io.Writer, name string, size int64) *progress {
 	if w == nil || size < progressMin {
 		return nil
 	}

@@ -84,8 +84,8 @@ func TestDownloadProgressOnlyForLargeKnownSizes(t *testing.T) {
 		{&buf, -1, false},
 		{nil, 1 << 30, false},
 	} {
-		if got := startDownloadProgress(c.w, "x", c.size) != nil; got != c.want {
-			t.Errorf("startDownloadProgress(%v, %d) = %v; want %v", c.w != nil, c.size, got, c.want)
+		if got := startTransferProgress(c.w, "x", c.size) != nil; got != c.want {
+			t.Errorf("startTransferProgress(%v, %d) = %v; want %v", c.w != nil, c.size, got, c.want)
 		}
 	}
 }

@@ -290,6 +290,43 @@ func (c *Client) DownloadArtifact(ctx context.Context, id tasks.ID, attempt int,
 	return resp.Body, resp.ContentLength, strings.ToLower(resp.Header.Get("X-Mito-SHA256")), nil
 }
 
+// DeleteArtifacts deletes artifacts of a finished task, so that its group
+// gets back the quota they take: those of attempt (0: every attempt)
+// named in names (none: every name). It returns the deleted records; a
+// name that matched nothing is simply not among them, for the caller to
+// report. The coordinator refuses (EConflict) while the task runs, as its
+// worker may still be uploading. Tasks submitted later that take a
+// deleted artifact as an input cannot have it.
+func (c *Client) DeleteArtifacts(ctx context.Context, id tasks.ID, attempt int, names []string) ([]tasks.Artifact, error) {
+	if attempt < 0 {
+		return nil, tasks.Invalid("attempt", "must be 0 (every attempt) or positive, got %d", attempt)
+	}
+	q := url.Values{}
+	if attempt > 0 {
+		q.Set("attempt", strconv.Itoa(attempt))
+	}
+	for _, n := range names {
+		// In the canonical form the coordinator keeps, or refused as it
+		// would refuse it.
+		clean, err := tasks.CleanPath("name", n)
+		if err != nil {
+			return nil, err
+		}
+		q.Add("name", clean)
+	}
+	path := taskPath(id) + "/artifacts"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var out struct {
+		Deleted []tasks.Artifact `json:"deleted"`
+	}
+	if err := c.do(ctx, http.MethodDelete, path, nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Deleted, nil
+}
+
 func taskPath(id tasks.ID) string {
 	return "/api/v1/tasks/" + strconv.FormatInt(int64(id), 10)
 }

@@ -245,7 +245,7 @@ func (rm room) refuse(size int64, atLeast bool) error {
 		what = "more than " + what
 	}
 	return &tasks.Error{Code: tasks.EQuota, Message: fmt.Sprintf(
-		"group %s: %s would take it over its storage quota of %s (%s left); delete attachments or ask a global admin to raise the quota",
+		"group %s: %s would take it over its storage quota of %s (%s left); delete attachments or task artifacts, or ask a global admin to raise the quota",
 		rm.group, what, humanize.IBytes(uint64(rm.quota)), humanize.IBytes(uint64(max(rm.left, 0))))}
 }
 

@@ -45,7 +45,15 @@ func (c *Coordinator) handleCreateGroup(w http.ResponseWriter, r *http.Request, 
 
 func (c *Coordinator) handleGetGroup(w http.ResponseWriter, r *http.Request, u tasks.User) error {
 	name := r.PathValue("name")
-	role, err := c.requireRole(r.Context(), u, name, tasks.RoleRead)
+	var role tasks.Role
+	var err error
+	if u.Admin {
+		// Global admins set quotas on any group, so they see any group's
+		// members and usage; Role stays their own (none if not a member).
+		role, err = c.store.Role(r.Context(), u.Name, name)
+	} else {
+		role, err = c.requireRole(r.Context(), u, name, tasks.RoleRead)
+	}
 	if err != nil {
 		return err
 	}

@@ -62,6 +62,7 @@ func (c *Coordinator) routes() http.Handler {
 	user("GET /api/v1/tasks/{id}/logs", c.handleLogs)
 	user("GET /api/v1/tasks/{id}/artifacts", c.handleListArtifacts)
 	user("GET /api/v1/tasks/{id}/artifacts/{name...}", c.handleDownloadArtifact)
+	user("DELETE /api/v1/tasks/{id}/artifacts", c.handleDeleteArtifacts)
 	user("GET /api/v1/events", c.handleEvents)
 
 	user("GET /api/v1/hosts", c.handleListHosts)

@@ -74,8 +74,10 @@ func (ic *inputChecker) check(ctx context.Context, spec tasks.Spec) error {
 			// A task of a group the caller cannot read looks missing, as
 			// everywhere else.
 			return tasks.Invalid(field, "%s: no task %d", in, in.Task)
+		case src.task.State.Final() && src.task.State != tasks.Succeeded:
+			return tasks.Invalid(field, "%s: task %d ended %s; inputs come only from a task that succeeded", in, in.Task, src.task.State)
 		case src.task.State.Final() && !src.names[in.Artifact]:
-			return tasks.Invalid(field, "%s: task %d ended %s without an artifact %s", in, in.Task, src.task.State, in.Artifact)
+			return tasks.Invalid(field, "%s: task %d succeeded without an artifact %s", in, in.Task, in.Artifact)
 		}
 	}
 	return nil
@@ -103,13 +105,15 @@ func (ic *inputChecker) source(ctx context.Context, id tasks.ID) (*inputSource, 
 		return nil, err
 	}
 	src := &inputSource{task: t, names: map[string]bool{}}
-	if t.State.Final() {
+	if t.State == tasks.Succeeded {
 		as, err := ic.c.store.ListArtifacts(ctx, id)
 		if err != nil {
 			return nil, err
 		}
 		for _, a := range as {
-			src.names[a.Name] = true
+			if a.Attempt == t.Attempt {
+				src.names[a.Name] = true
+			}
 		}
 	}
 	ic.sources[id] = src
@@ -158,18 +162,20 @@ func (c *Coordinator) resolveInput(ctx context.Context, t tasks.Task, in tasks.I
 	if err != nil {
 		return inputObject{}, err
 	}
+	switch {
+	case !src.State.Final():
+		return inputObject{}, tasks.Errorf(tasks.ENotFound, "input %s: task %d has not ended (it is %s)", in, src.ID, src.State)
+	case src.State != tasks.Succeeded:
+		return inputObject{}, tasks.Errorf(tasks.ENotFound, "input %s: task %d ended %s; inputs come only from a task that succeeded", in, src.ID, src.State)
+	}
 	var found *tasks.Artifact
-	for i := range as { // ordered by attempt: the last match is the latest
-		if as[i].Name == in.Artifact {
+	for i := range as { // the succeeded attempt's, not an earlier one's
+		if as[i].Attempt == src.Attempt && as[i].Name == in.Artifact {
 			found = &as[i]
 		}
 	}
 	if found == nil {
-		state := "it is " + string(src.State)
-		if src.State.Final() {
-			state = "it ended " + string(src.State)
-		}
-		return inputObject{}, tasks.Errorf(tasks.ENotFound, "input %s: task %d has no artifact %s (%s)", in, src.ID, in.Artifact, state)
+		return inputObject{}, tasks.Errorf(tasks.ENotFound, "input %s: task %d succeeded without an artifact %s", in, src.ID, in.Artifact)
 	}
 	return inputObject{key: artifactKey(src.ID, found.Attempt, found.Name), sha256: found.SHA256}, nil
 }

@@ -95,7 +95,7 @@ func TestSubmitChecksInputs(t *testing.T) {
 	done := e.submit(alice, tasks.Spec{Group: "alice", Command: []string{"true"}})
 	w.runTask(done.ID, tasks.Succeeded, map[string]string{"out.txt": "hello"})
 	failed := e.submit(alice, tasks.Spec{Group: "alice", Command: []string{"true"}})
-	w.runTask(failed.ID, tasks.Failed, nil)
+	w.runTask(failed.ID, tasks.Failed, map[string]string{"out.txt": "half written"})
 	queued := e.submit(alice, tasks.Spec{Group: "alice", Command: []string{"true"}})
 	bobs := e.submit(bob, tasks.Spec{Group: "bob", Command: []string{"true"}})
 
@@ -128,10 +128,10 @@ func TestSubmitChecksInputs(t *testing.T) {
 			tasks.EInvalid, "inputs[0]", "inputs[0]: task:99999/out.txt: no task 99999"},
 		{"unreadable task looks missing", spec("alice", fmt.Sprintf("task:%d/out.txt", bobs.ID)),
 			tasks.EInvalid, "inputs[0]", fmt.Sprintf("inputs[0]: task:%d/out.txt: no task %d", bobs.ID, bobs.ID)},
-		{"ended without the artifact", spec("alice", fmt.Sprintf("task:%d/other.txt", done.ID)),
-			tasks.EInvalid, "inputs[0]", fmt.Sprintf("inputs[0]: task:%d/other.txt: task %d ended succeeded without an artifact other.txt", done.ID, done.ID)},
-		{"failed without the artifact", spec("alice", fmt.Sprintf("task:%d/out.txt", failed.ID)),
-			tasks.EInvalid, "inputs[0]", fmt.Sprintf("inputs[0]: task:%d/out.txt: task %d ended failed without an artifact out.txt", failed.ID, failed.ID)},
+		{"succeeded without the artifact", spec("alice", fmt.Sprintf("task:%d/other.txt", done.ID)),
+			tasks.EInvalid, "inputs[0]", fmt.Sprintf("inputs[0]: task:%d/other.txt: task %d succeeded without an artifact other.txt", done.ID, done.ID)},
+		{"failed, even with the artifact", spec("alice", fmt.Sprintf("task:%d/out.txt", failed.ID)),
+			tasks.EInvalid, "inputs[0]", fmt.Sprintf("inputs[0]: task:%d/out.txt: task %d ended failed; inputs come only from a task that succeeded", failed.ID, failed.ID)},
 		// The role is checked first: inputs tell a stranger nothing.
 		{"no role in the group", spec("bob", "attachment:secret.csv"), tasks.ENotFound, "group", ""},
 	}
@@ -231,7 +231,7 @@ func TestFetchInput(t *testing.T) {
 			t.Errorf("input %d: got %d %+v; want 404 %q", index, status, err, msg)
 		}
 	}
-	notFound(2, fmt.Sprintf("input task:%d/res.txt: task %d has no artifact res.txt (it ended failed)", running.ID, running.ID))
+	notFound(2, fmt.Sprintf("input task:%d/res.txt: task %d ended failed; inputs come only from a task that succeeded", running.ID, running.ID))
 
 	// The lease fences the call like a write.
 	for _, bad := range []tasks.LeaseRef{

@@ -37,12 +37,13 @@ const MaxInputs = 64
 // of Attachment and Task is set. A task that takes another's artifact is
 // not claimed while that source is queued or running, so that a pipeline
 // can be submitted at once and run in order; once the source has ended,
-// well or not, the task runs, and a missing artifact fails its fetch.
+// the task runs, and its fetch fails naming the input unless the source
+// succeeded with that artifact.
 type Input struct {
 	// Attachment is the key of an attachment of the task's own group.
 	Attachment string `json:"attachment,omitempty"`
-	// Task and Artifact name another task's artifact; the latest attempt
-	// that has one of that name is used.
+	// Task and Artifact name another task's artifact, of the attempt that
+	// succeeded: a task that did not succeed gives no inputs.
 	Task     ID     `json:"task,omitempty"`
 	Artifact string `json:"artifact,omitempty"`
 	// Path is where the file lands, relative to the work directory. Empty
@@ -68,18 +69,27 @@ func (in Input) String() string {
 // ParseInput parses "attachment:KEY[=PATH]" or "task:ID/NAME[=PATH]", the
 // client's --input flag, and returns the input normalized.
 func ParseInput(s string) (Input, error) {
-	src, path, _ := strings.Cut(s, "=")
+	src, path, hasPath := strings.Cut(s, "=")
+	if hasPath && path == "" {
+		return Input{}, Invalid("inputs", "%q: PATH after '=' is empty (drop the '=' for the default path)", s)
+	}
 	var in Input
 	switch kind, ref, ok := strings.Cut(src, ":"); {
 	case !ok:
 		return Input{}, Invalid("inputs", "%q: want attachment:KEY[=PATH] or task:ID/NAME[=PATH]", s)
 	case kind == "attachment":
+		if ref == "" {
+			return Input{}, Invalid("inputs", "%q: KEY after attachment: is empty", s)
+		}
 		in.Attachment = ref
 	case kind == "task":
 		idStr, name, ok := strings.Cut(ref, "/")
 		id, err := strconv.ParseInt(idStr, 10, 64)
 		if !ok || err != nil || id <= 0 {
 			return Input{}, Invalid("inputs", "%q: want task:ID/NAME with a task number and an artifact name", s)
+		}
+		if name == "" {
+			return Input{}, Invalid("inputs", "%q: the artifact NAME after task:%d/ is empty", s, id)
 		}
 		in.Task, in.Artifact = ID(id), name
 	default:

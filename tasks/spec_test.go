@@ -501,3 +501,21 @@ func TestInputsMayNotLandInTheOutputDirectory(t *testing.T) {
 		t.Errorf("inputs output/x and outx: %v; want them allowed", err)
 	}
 }
+
+func TestParseInputNamesTheEmptyPart(t *testing.T) {
+	for in, want := range map[string]string{
+		"task:6/":           "NAME after task:6/ is empty",
+		"attachment:":       "KEY after attachment: is empty",
+		"attachment:data=":  "PATH after '=' is empty",
+		"task:6/out.csv=":   "PATH after '=' is empty",
+		"task:x/out.csv":    "want task:ID/NAME",
+		"file:data.csv":     `unknown source "file"`,
+		"attachment:../x":   `".." segment`,
+		"attachment:a=../b": `".." segment`,
+	} {
+		_, err := ParseInput(in)
+		if ErrorCode(err) != EInvalid || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseInput(%q): %v; want invalid, saying %q", in, err, want)
+		}
+	}
+}

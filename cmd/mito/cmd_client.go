@@ -86,6 +86,7 @@ or input, 3 not found, 4 not logged in or not allowed, 5 conflict,
 		newClientHostsCmd(&opts),
 	)
 	addLoginHint(cmd)
+	addInteractiveFlag(cmd, &opts) // -i: cmd_client_repl.go
 	return cmd
 }
 

@@ -2,15 +2,14 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -21,13 +20,15 @@ import (
 func newClientArtifactsCmd(gopts *clientOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "artifacts",
-		Short: "List and download the files tasks wrote",
+		Short: "List, download and delete the files tasks wrote",
 		Long: `A task's artifacts are the files it wrote under $MITO_OUTPUT_DIR; they are
-kept, per attempt, after the task ends.`,
+kept, per attempt, after the task ends, and count against the storage quota
+of the task's group until they are deleted.`,
 		Example: `  mito client tasks artifacts list 42
-  mito client tasks artifacts download 42 -o results/42`,
+  mito client tasks artifacts download 42 -o results/42
+  mito client tasks artifacts delete 42 --all`,
 	}
-	cmd.AddCommand(newClientArtifactsListCmd(gopts), newClientArtifactsDownloadCmd(gopts))
+	cmd.AddCommand(newClientArtifactsListCmd(gopts), newClientArtifactsDownloadCmd(gopts), newClientArtifactsDeleteCmd(gopts))
 	return cmd
 }
 
@@ -88,6 +89,7 @@ func runClientArtifactsList(ctx context.Context, gopts *clientOptions, attempt i
 type downloadOptions struct {
 	dir     string
 	attempt int
+	force   bool
 }
 
 func newClientArtifactsDownloadCmd(gopts *clientOptions) *cobra.Command {
@@ -103,14 +105,18 @@ On this command -o names the directory (default "."), not the output format.
 
 Names come from the task, so they are not trusted: a name that is absolute,
 has a ".." part or would land outside the directory is refused, and so is
-a path through a symbolic link that leads out of it. On a terminal, each file of 1 MiB or more shows a progress line on
-stderr; -q hides it. Each file is written
-under a temporary name, checked against the SHA-256 the coordinator
-recorded, and only then renamed into place; an existing file of the same
-name is replaced.`,
+a path through a symbolic link that leads out of it. On a terminal, each
+file of 1 MiB or more shows a progress line on stderr; -q hides it.
+
+If any of the files exists in the directory, nothing is downloaded unless
+--force is given; with it each is replaced (a symbolic link in a file's
+place is replaced, never the file it points to). Each file is written under
+a temporary name next to it, checked against the SHA-256 the coordinator
+recorded, and only then renamed into place, so an interrupted or corrupted
+download leaves nothing behind.`,
 		Example: `  mito client tasks artifacts download 42
   mito client tasks artifacts download 42 -o results/42 metrics.json plots/loss.png
-  mito client tasks artifacts download 42 --attempt 1`,
+  mito client tasks artifacts download 42 --attempt 1 --force`,
 		Args: minArgs(1, "a task id and optionally artifact names"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runClientArtifactsDownload(cmd.Context(), gopts, opts, args)
@@ -120,6 +126,7 @@ name is replaced.`,
 	// this command has no use for, and frees -o for the directory.
 	cmd.Flags().StringVarP(&opts.dir, "output", "o", ".", "write into `DIR`")
 	cmd.Flags().IntVar(&opts.attempt, "attempt", 0, "download from this `attempt` (default: the latest with each name)")
+	cmd.Flags().BoolVarP(&opts.force, "force", "f", false, "replace files that exist in the directory")
 	return cmd
 }
 
@@ -147,8 +154,12 @@ func runClientArtifactsDownload(ctx context.Context, gopts *clientOptions, opts 
 	}
 	var want []wanted
 	if names := args[1:]; len(names) > 0 {
+		seen := map[string]bool{}
 		for _, n := range names {
-			want = append(want, wanted{name: n, attempt: opts.attempt, size: -1})
+			if !seen[n] {
+				seen[n] = true
+				want = append(want, wanted{name: n, attempt: opts.attempt, size: -1})
+			}
 		}
 	} else {
 		arts, err := s.ListArtifacts(ctx, id)
@@ -169,15 +180,13 @@ func runClientArtifactsDownload(ctx context.Context, gopts *clientOptions, opts 
 		return fmt.Errorf("open output directory: %w", err)
 	}
 	defer root.Close()
-
-	// A progress line per large file, on a terminal only.
-	var progressTo io.Writer
-	if !gopts.quiet && isTerminal(gopts.stderr) {
-		progressTo = gopts.stderr
+	if err := checkTargets(root, opts.dir, want, opts.force); err != nil {
+		return err
 	}
+
 	var errs []error
 	for _, w := range want {
-		n, err := downloadArtifact(ctx, s, root, id, w, progressTo)
+		n, err := downloadArtifact(ctx, s, root, opts.dir, id, w, opts.force, gopts.progressTo())
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -215,6 +224,46 @@ func pickArtifacts(arts []tasks.Artifact, attempt int) []wanted {
 	return out
 }
 
+// checkTargets refuses, before anything is fetched, a download that
+// would replace files in dir without force, or that cannot write where a
+// directory, a file on the way or an escaping symbolic link stands: one
+// that stopped at such a file halfway through would leave old and new
+// files mixed. A name that is not a safe local path is left for the
+// download loop to refuse, with the others still downloaded.
+func checkTargets(root *os.Root, dir string, want []wanted, force bool) error {
+	var exist []string
+	var errs []error
+	for _, w := range want {
+		rel, err := localArtifactPath(w.name)
+		if err != nil {
+			continue
+		}
+		target := filepath.Join(dir, rel)
+		st, err := root.Lstat(rel)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			errs = append(errs, fmt.Errorf("artifact %q: %w", w.name, err))
+		case st.IsDir():
+			errs = append(errs, tasks.Errorf(tasks.EConflict, "artifact %q: %s is a directory", w.name, target))
+		case !force:
+			exist = append(exist, target)
+		}
+	}
+	switch {
+	case len(exist) == 1:
+		errs = append([]error{tasks.Errorf(tasks.EConflict, "%s exists; nothing was downloaded; use --force to replace it", exist[0])}, errs...)
+	case len(exist) > 1:
+		const shown = 3
+		list := strings.Join(exist[:min(len(exist), shown)], ", ")
+		if len(exist) > shown {
+			list += fmt.Sprintf(" and %d more", len(exist)-shown)
+		}
+		errs = append([]error{tasks.Errorf(tasks.EConflict, "%d files exist (%s); nothing was downloaded; use --force to replace them", len(exist), list)}, errs...)
+	}
+	return errors.Join(errs...)
+}
+
 // localArtifactPath turns an artifact name, which a task chose, into a
 // relative local path that stays inside the download directory. It refuses
 // rather than repairs: a name that needs repair is not one a well-behaved
@@ -245,11 +294,11 @@ func localArtifactPath(name string) (string, error) {
 	return clean, nil
 }
 
-// downloadArtifact streams one artifact to a temporary file in root,
-// checks its size and SHA-256, and renames it into place. root confines
-// every file operation, symbolic links included, to the download directory.
-// With progressTo set, a file of 1 MiB or more shows a progress line there.
-func downloadArtifact(ctx context.Context, s *session, root *os.Root, id tasks.ID, w wanted, progressTo io.Writer) (int64, error) {
+// downloadArtifact fetches one artifact and writes it into root with
+// download.save: checked against its size and SHA-256, renamed into place,
+// every file operation confined to the download directory dir. force
+// replaces an existing file.
+func downloadArtifact(ctx context.Context, s *session, root *os.Root, dir string, id tasks.ID, w wanted, force bool, progressTo io.Writer) (int64, error) {
 	rel, err := localArtifactPath(w.name)
 	if err != nil {
 		return 0, err
@@ -262,61 +311,125 @@ func downloadArtifact(ctx context.Context, s *session, root *os.Root, id tasks.I
 	if sum == "" {
 		sum = w.sha256
 	}
-	if sum == "" {
-		return 0, fmt.Errorf("the coordinator sent no SHA-256 to check the download against")
-	}
 	if size < 0 {
 		size = w.size
 	}
+	d := download{root: root, rel: rel, target: filepath.Join(dir, rel), force: force, label: w.name}
+	return d.save(ctx, body, size, sum, progressTo)
+}
 
-	dir := filepath.Dir(rel)
-	if dir != "." {
-		if err := root.MkdirAll(dir, 0o755); err != nil {
-			return 0, fmt.Errorf("create directory: %w", err)
-		}
+type artifactsDeleteOptions struct {
+	attempt int
+	all     bool
+}
+
+func newClientArtifactsDeleteCmd(gopts *clientOptions) *cobra.Command {
+	var opts artifactsDeleteOptions
+	cmd := &cobra.Command{
+		Use:   "delete ID [NAME...]",
+		Short: "Delete a task's artifacts to free its group's quota",
+		Long: `Delete artifacts of a task that has ended: the NAMEs given, or with --all
+every one; of every attempt, or of the one --attempt names. The group's
+storage usage drops by their sizes. A task still running is refused, as it
+may still be uploading; tasks that take a deleted artifact as an input
+cannot have it any more.
+
+It prints what was deleted and the space freed (-o json: the deleted
+records). A NAME that the task has no artifact of is reported as not found
+once the others are deleted.`,
+		Example: `  mito client tasks artifacts delete 42 big.bin plots/raw.csv
+  mito client tasks artifacts delete 42 --attempt 1 --all
+  mito client tasks artifacts delete 42 --all -o json`,
+		Args: minArgs(1, "a task id and artifact names, or --all"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runClientArtifactsDelete(cmd.Context(), gopts, opts, args)
+		},
 	}
-	tmp := filepath.Join(dir, "."+filepath.Base(rel)+".mito-"+rand.Text()[:12]+".tmp")
-	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	cmd.Flags().IntVar(&opts.attempt, "attempt", 0, "only this `attempt` (default: every attempt)")
+	cmd.Flags().BoolVar(&opts.all, "all", false, "delete every artifact (of --attempt, if given)")
+	return cmd
+}
+
+func runClientArtifactsDelete(ctx context.Context, gopts *clientOptions, opts artifactsDeleteOptions, args []string) error {
+	ids, err := parseIDs(args[:1])
 	if err != nil {
-		return 0, fmt.Errorf("create file: %w", err)
+		return err
 	}
-	renamed := false
-	defer func() {
-		if !renamed {
-			_ = root.Remove(tmp)
+	id, names := ids[0], args[1:]
+	switch {
+	case opts.attempt < 0:
+		return usagef("--attempt %d: want 1 or more", opts.attempt)
+	case len(names) == 0 && !opts.all:
+		return usagef("give the names of the artifacts to delete, or --all to delete every artifact of task %d", id)
+	case len(names) > 0 && opts.all:
+		return usagef("give artifact names or --all, not both")
+	}
+	// Names in the form the coordinator keeps, so that what it returns
+	// can be matched against them.
+	var clean []string
+	seen := map[string]bool{}
+	for _, n := range names {
+		c, err := tasks.CleanPath("name", n)
+		if err != nil {
+			return flagValueError("NAME", err)
 		}
-	}()
-	h := sha256.New()
-	dst := io.MultiWriter(f, h)
-	prog := startTransferProgress(progressTo, w.name, size)
-	if prog != nil {
-		dst = io.MultiWriter(f, h, prog)
+		if !seen[c] {
+			seen[c] = true
+			clean = append(clean, c)
+		}
 	}
-	n, err := io.Copy(dst, body)
-	if prog != nil {
-		prog.Finish(err == nil)
-	}
+	s, err := gopts.connect(true)
 	if err != nil {
-		f.Close()
-		if ctx.Err() != nil {
-			return 0, ctx.Err()
+		return err
+	}
+	deleted, err := s.DeleteArtifacts(ctx, id, opts.attempt, clean)
+	if err != nil {
+		return err
+	}
+	if deleted == nil {
+		deleted = []tasks.Artifact{}
+	}
+	var freed int64
+	for _, a := range deleted {
+		freed += a.Size
+		delete(seen, a.Name)
+	}
+	switch {
+	case gopts.json():
+		if err := writeJSON(gopts.stdout, deleted); err != nil {
+			return err
 		}
-		return 0, fmt.Errorf("download: %w", err)
+	case gopts.quiet:
+	case len(deleted) == 0 && len(clean) == 0:
+		gopts.notef("task %d has no artifacts%s to delete", id, ofAttempt(opts.attempt))
+	case len(deleted) > 0:
+		for _, a := range deleted {
+			fmt.Fprintf(gopts.stdout, "deleted %s (attempt %d, %s)\n", a.Name, a.Attempt, fmtSize(a.Size))
+		}
+		fmt.Fprintf(gopts.stdout, "deleted %s of task %d, freeing %s\n", plural(len(deleted), "artifact"), id, fmtSize(freed))
 	}
-	if err := f.Close(); err != nil {
-		return 0, fmt.Errorf("write file: %w", err)
+	var missing []string
+	for _, n := range clean {
+		if seen[n] {
+			missing = append(missing, strconv.Quote(n))
+		}
 	}
-	if size >= 0 && n != size {
-		return 0, fmt.Errorf("got %d bytes; the coordinator announced %d", n, size)
+	switch {
+	case len(missing) == 1:
+		return tasks.Errorf(tasks.ENotFound, "task %d has no artifact %s%s", id, missing[0], ofAttempt(opts.attempt))
+	case len(missing) > 1:
+		return tasks.Errorf(tasks.ENotFound, "task %d has no artifacts %s%s", id, strings.Join(missing, ", "), ofAttempt(opts.attempt))
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
-		return 0, fmt.Errorf("SHA-256 mismatch: got %s; the coordinator recorded %s", got, sum)
+	return nil
+}
+
+// ofAttempt says which attempt a message is about: none for 0, every
+// attempt.
+func ofAttempt(attempt int) string {
+	if attempt == 0 {
+		return ""
 	}
-	if err := root.Rename(tmp, rel); err != nil {
-		return 0, fmt.Errorf("move into place: %w", err)
-	}
-	renamed = true
-	return n, nil
+	return fmt.Sprintf(" of attempt %d", attempt)
 }
 
 // fmtSize prints a byte count for people.

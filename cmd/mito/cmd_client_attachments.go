@@ -2,13 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -325,73 +321,16 @@ func runClientAttachmentsDownload(ctx context.Context, gopts *clientOptions, opt
 		return err
 	}
 	defer body.Close()
-	if sum == "" {
-		return fmt.Errorf("attachment %s: the coordinator sent no SHA-256 to check the download against", key)
-	}
-	tmp := "." + name + ".mito-" + rand.Text()[:12] + ".tmp"
-	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	d := download{root: root, rel: name, target: target, force: dopts.force, label: key}
+	n, err := d.save(ctx, body, size, sum, gopts.progressTo())
 	if err != nil {
-		return fmt.Errorf("create file: %w", err)
-	}
-	renamed := false
-	defer func() {
-		if !renamed {
-			_ = root.Remove(tmp)
-		}
-	}()
-	h := sha256.New()
-	dst := io.MultiWriter(f, h)
-	prog := startTransferProgress(gopts.progressTo(), key, size)
-	if prog != nil {
-		dst = io.MultiWriter(f, h, prog)
-	}
-	n, err := io.Copy(dst, body)
-	if prog != nil {
-		prog.Finish(err == nil)
-	}
-	if err != nil {
-		f.Close()
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("download attachment %s: %w", key, err)
+		return fmt.Errorf("attachment %s: %w", key, err)
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", target, err)
-	}
-	if size >= 0 && n != size {
-		return fmt.Errorf("attachment %s: got %d bytes; the coordinator announced %d", key, n, size)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
-		return fmt.Errorf("attachment %s: SHA-256 mismatch: got %s; the coordinator recorded %s", key, got, sum)
-	}
-	// Again, for a file that appeared while the bytes came.
-	if err := checkReplace(root, name, target, dopts.force); err != nil {
-		return err
-	}
-	if err := root.Rename(tmp, name); err != nil {
-		return fmt.Errorf("move into place: %w", err)
-	}
-	renamed = true
 	if !gopts.quiet {
 		fmt.Fprintf(gopts.stdout, "downloaded %s to %s (%s)\n", key, target, fmtSize(n))
-	}
-	return nil
-}
-
-// checkReplace refuses a target that exists, unless force, and one that
-// is a directory in any case.
-func checkReplace(root *os.Root, name, target string, force bool) error {
-	st, err := root.Lstat(name)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return nil
-	case err != nil:
-		return err
-	case st.IsDir():
-		return tasks.Errorf(tasks.EConflict, "%s is a directory", target)
-	case !force:
-		return tasks.Errorf(tasks.EConflict, "%s exists; use --force to replace it", target)
 	}
 	return nil
 }
@@ -403,7 +342,7 @@ func newClientAttachmentsDeleteCmd(gopts *clientOptions, opts *attachmentsOption
 		Long: `Delete attachments; the group's storage usage drops by their sizes. Tasks
 already submitted that take one as an input fail when they start.`,
 		Example: `  mito client attachments delete data/train.csv -g netlab
-  mito client attachments list -q --prefix old/ | xargs mito client attachments delete`,
+  mito client attachments list -q --prefix old/ | xargs -d '\n' mito client attachments delete`,
 		Args: minArgs(1, "one or more attachment keys"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runClientAttachmentsDelete(cmd.Context(), gopts, opts, args)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 
 	"github.com/dustin/go-humanize"
@@ -307,8 +308,15 @@ func parseQuota(s string) (int64, error) {
 		return 0, nil
 	}
 	n, err := humanize.ParseBytes(s)
+	if _, ferr := strconv.ParseFloat(s, 64); ferr == nil {
+		// A bare number is bytes and must be whole: "1.5" is surely not
+		// the 1-byte quota ParseBytes would make of it.
+		var u uint64
+		u, err = strconv.ParseUint(s, 10, 64)
+		n = u
+	}
 	if err != nil || n > math.MaxInt64 {
-		return 0, usagef("SIZE %q: want a size such as 10GiB or 500MB, or 0 or none for no limit", s)
+		return 0, usagef("SIZE %q: want a size such as 10GiB or 500MB, a whole number of bytes, or 0 or none for no limit", s)
 	}
 	return int64(n), nil
 }
@@ -335,6 +343,9 @@ func runClientGroupsQuota(ctx context.Context, gopts *clientOptions, args []stri
 		return writeJSON(gopts.stdout, g)
 	case !gopts.quiet:
 		fmt.Fprintf(gopts.stdout, "group %s: %s\n", g.Name, fmtStorage(*g))
+	}
+	if g.QuotaBytes > 0 && g.UsedBytes > g.QuotaBytes {
+		gopts.notef("group %s is over its new quota: every upload to it is refused until attachments or artifacts are deleted", g.Name)
 	}
 	return nil
 }

@@ -51,11 +51,12 @@ starts with '-'.
 
 --input fetches a file into the task's work directory before COMMAND
 starts: 'attachment:KEY' (an attachment of the task's group, see 'mito
-client attachments') or 'task:ID/NAME' (artifact NAME of task ID, from its
-latest attempt that has one), each optionally '=PATH' for where it lands
-(default KEY or NAME). A task named by --input may still be running: a
-pipeline can be submitted at once. An input missing when the task starts
-fails it without running COMMAND.
+client attachments') or 'task:ID/NAME' (artifact NAME of task ID, which
+must succeed), each optionally '=PATH' for where it lands (default KEY or
+NAME; a KEY or NAME holding '=' needs -f and JSON). A task named by --input
+may still be queued or running: the new task waits for it, so a pipeline can
+be submitted at once. An input missing when the task starts (an attachment
+deleted since, a source task that failed) fails it without running COMMAND.
 
 The task belongs to --group, by default your personal group (named after
 you). The command prints the task's id; -q prints only the id, -o json the

@@ -42,12 +42,13 @@ scripts can chain on it. Exit status:
   and the other codes of 'mito client --help' for other errors
 
 On a terminal a progress line shows how many have ended; -q hides it and the
-final table. The coordinator holds each request until the task ends, so
+final table; -o json prints the tasks as a JSON array, even for one ID.
+The coordinator holds each request until the task ends, so
 waiting costs no polling.`,
 		Example: `  mito client tasks wait 42
   mito client tasks wait --timeout 2h 42 43 44 && echo all good
   mito client tasks wait $(mito client tasks list -q -l sweep=lr --state queued,running)
-  mito client tasks wait 42 -o json`,
+  mito client tasks wait 42 -o json | jq -r '.[0].state'`,
 		Args: minArgs(1, "one or more task ids"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runClientTasksWait(cmd.Context(), gopts, opts, args)
@@ -168,9 +169,9 @@ func runClientTasksWait(ctx context.Context, gopts *clientOptions, opts waitOpti
 		return timeoutError{fmt.Sprintf("gave up after %s, before learning the state of every task", opts.timeout)}
 	}
 	switch {
-	case gopts.json() && len(ids) == 1:
-		err = writeJSON(gopts.stdout, final[0])
 	case gopts.json():
+		// Always an array, however many IDs: a script's jq need not
+		// depend on the length of its own argument list.
 		err = writeJSON(gopts.stdout, final)
 	case !gopts.quiet:
 		err = printWaitTable(gopts.stdout, final)

@@ -115,6 +115,17 @@ type Store interface {
 	// ListArtifacts returns a task's artifacts, of every attempt, ordered
 	// by attempt then name.
 	ListArtifacts(ctx context.Context, id tasks.ID) ([]tasks.Artifact, error)
+	// DeleteArtifacts removes the artifact records of task id, those of
+	// attempt (0: every attempt) whose names are in names (empty: every
+	// name), and credits their sizes to the task's group, in one
+	// transaction, so that deleting is how a group frees quota. Usage
+	// never goes below 0, and a group that no longer exists is not
+	// credited. It returns the removed records, ordered by attempt then
+	// name, for the caller to delete their objects; a name that matches
+	// nothing is simply not among them. ENotFound if no such task;
+	// EConflict while the task is running, since its shim may still be
+	// uploading; EInvalid if attempt < 0.
+	DeleteArtifacts(ctx context.Context, id tasks.ID, attempt int, names []string) ([]tasks.Artifact, error)
 
 	// SetGroupQuota sets a group's storage quota in bytes; 0 removes the
 	// limit. A quota under the current usage is allowed: it refuses only

@@ -45,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Cancel", testCancel},
 		{"Logs", testLogs},
 		{"Artifacts", testArtifacts},
+		{"DeleteArtifacts", testDeleteArtifacts},
 		{"Attachments", testAttachments},
 		{"AttachmentQuota", testAttachmentQuota},
 		{"ArtifactQuota", testArtifactQuota},

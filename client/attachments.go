@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/mitolab/mito/tasks"
@@ -53,20 +54,46 @@ func (c *Client) UploadAttachment(ctx context.Context, group, key string, r io.R
 	return a, nil
 }
 
-// ListAttachments lists a group's attachments whose keys start with
-// prefix ("" for all), ordered by key, each with its size and SHA-256.
-func (c *Client) ListAttachments(ctx context.Context, group, prefix string) ([]tasks.Attachment, error) {
+// ListAttachmentsOptions selects one page of a group's attachments.
+type ListAttachmentsOptions struct {
+	// Prefix keeps the keys that start with it; "" keeps every key.
+	Prefix string
+	// After keeps the keys after it, bytewise: pass the next-page key of
+	// the page before; "" starts from the first key.
+	After string
+	// Limit bounds the page, at most 10000; 0 leaves it to the
+	// coordinator, which sends 1000.
+	Limit int
+}
+
+// ListAttachments returns one page of a group's attachments, ordered by
+// key, each with its size and SHA-256, and the After of the next page: ""
+// when this page is the last. A page that came full gives a next-page
+// key, and the page after it may then be empty. To list them all, call
+// again with that After until it is "".
+func (c *Client) ListAttachments(ctx context.Context, group string, opts ListAttachmentsOptions) ([]tasks.Attachment, string, error) {
+	q := url.Values{}
+	if opts.Prefix != "" {
+		q.Set("prefix", opts.Prefix)
+	}
+	if opts.After != "" {
+		q.Set("after", opts.After)
+	}
+	if opts.Limit != 0 {
+		q.Set("limit", strconv.Itoa(opts.Limit))
+	}
 	path := attachmentsPath(group)
-	if prefix != "" {
-		path += "?" + url.Values{"prefix": {prefix}}.Encode()
+	if len(q) > 0 {
+		path += "?" + q.Encode()
 	}
 	var out struct {
 		Attachments []tasks.Attachment `json:"attachments"`
+		NextAfter   string             `json:"next_after"`
 	}
 	if err := c.do(ctx, http.MethodGet, path, nil, &out); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return out.Attachments, nil
+	return out.Attachments, out.NextAfter, nil
 }
 
 // DownloadAttachment opens an attachment for reading, streaming it rather

@@ -28,19 +28,28 @@ func TestAttachmentRequestShapes(t *testing.T) {
 	}{
 		{"list", 200, `{"attachments":[{"group":"lab","key":"data/a.csv","size":3}]}`,
 			func(ctx context.Context, c *client.Client) error {
-				as, err := c.ListAttachments(ctx, "lab", "")
-				if err == nil && (len(as) != 1 || as[0].Key != "data/a.csv" || as[0].Size != 3) {
-					t.Errorf("list: got %+v", as)
+				as, next, err := c.ListAttachments(ctx, "lab", client.ListAttachmentsOptions{})
+				if err == nil && (len(as) != 1 || as[0].Key != "data/a.csv" || as[0].Size != 3 || next != "") {
+					t.Errorf("list: got %+v, next %q; want data/a.csv and no next page", as, next)
 				}
 				return err
 			},
 			recorded{Method: "GET", Path: "/api/v1/groups/lab/attachments", Query: url.Values{}}},
 		{"list with prefix", 200, `{"attachments":[]}`,
 			func(ctx context.Context, c *client.Client) error {
-				_, err := c.ListAttachments(ctx, "lab", "data/a b")
+				_, _, err := c.ListAttachments(ctx, "lab", client.ListAttachmentsOptions{Prefix: "data/a b"})
 				return err
 			},
 			recorded{Method: "GET", Path: "/api/v1/groups/lab/attachments", Query: url.Values{"prefix": {"data/a b"}}}},
+		{"list a page", 200, `{"attachments":[{"group":"lab","key":"data/c.csv"}],"next_after":"data/c.csv"}`,
+			func(ctx context.Context, c *client.Client) error {
+				as, next, err := c.ListAttachments(ctx, "lab", client.ListAttachmentsOptions{Prefix: "data/", After: "data/b&c.csv", Limit: 1})
+				if err == nil && (len(as) != 1 || next != "data/c.csv") {
+					t.Errorf("list a page: got %+v, next %q; want data/c.csv and next data/c.csv", as, next)
+				}
+				return err
+			},
+			recorded{Method: "GET", Path: "/api/v1/groups/lab/attachments", Query: url.Values{"prefix": {"data/"}, "after": {"data/b&c.csv"}, "limit": {"1"}}}},
 		{"delete", 204, ``,
 			func(ctx context.Context, c *client.Client) error {
 				return c.DeleteAttachment(ctx, "lab", "data/a b#1.csv")

@@ -9,9 +9,9 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"unicode/utf8"
 
-	"github.com/dustin/go-humanize"
-
+	"github.com/mitolab/mito/coordinator/store"
 	"github.com/mitolab/mito/tasks"
 )
 
@@ -48,15 +48,14 @@ func (c *Coordinator) handlePutAttachment(w http.ResponseWriter, r *http.Request
 	if r.ContentLength > c.cfg.MaxArtifactSize {
 		return &tasks.Error{Code: tasks.ETooLarge, Field: "key", Message: fmt.Sprintf("attachment %s: %d bytes is over the limit of %d", key, r.ContentLength, c.cfg.MaxArtifactSize)}
 	}
-	rm, err := c.quotaRoom(r.Context(), group)
+	rm, err := c.quotaRoom(r.Context(), group, "attachment "+strconv.Quote(key))
 	if err != nil {
 		return err
 	}
 	if rm.limited {
-		// What the replaced attachment takes is freed by the upload, so
-		// it counts as room.
+		// What the replaced attachment takes is freed by the upload.
 		if a, err := c.store.GetAttachment(r.Context(), group, key); err == nil {
-			rm.left += a.Size
+			rm.replaced = a.Size
 		} else if !errors.Is(err, tasks.ErrNotFound) {
 			return err
 		}
@@ -87,20 +86,86 @@ func (c *Coordinator) handlePutAttachment(w http.ResponseWriter, r *http.Request
 	return nil
 }
 
+// Listing limits: a page holds listDefault attachments unless the caller
+// asks for up to listMax, so that no request reads a whole large group at
+// once; the caller pages on with after.
+const (
+	listDefault = 1000
+	listMax     = 10000
+)
+
+// attachmentList is the answer of a listing. NextAfter, set when the page
+// is full, is the after of the next page; a page that is not full is the
+// last.
+type attachmentList struct {
+	Attachments []tasks.Attachment `json:"attachments"`
+	NextAfter   string             `json:"next_after,omitempty"`
+}
+
 func (c *Coordinator) handleListAttachments(w http.ResponseWriter, r *http.Request, u tasks.User) error {
 	group := r.PathValue("name")
-	if _, err := c.requireRole(r.Context(), u, group, tasks.RoleRead); err != nil {
-		return err
-	}
-	as, err := c.store.ListAttachments(r.Context(), group, r.URL.Query().Get("prefix"))
+	q, err := attachmentQuery(r)
 	if err != nil {
 		return err
 	}
-	if as == nil {
-		as = []tasks.Attachment{}
+	if _, err := c.requireRole(r.Context(), u, group, tasks.RoleRead); err != nil {
+		return err
 	}
-	writeJSON(w, http.StatusOK, map[string][]tasks.Attachment{"attachments": as})
+	as, err := c.store.ListAttachments(r.Context(), group, q)
+	if err != nil {
+		return err
+	}
+	out := attachmentList{Attachments: as}
+	if out.Attachments == nil {
+		out.Attachments = []tasks.Attachment{}
+	}
+	if len(as) == q.Limit {
+		out.NextAfter = as[len(as)-1].Key
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// attachmentQuery reads a listing's query parameters. prefix and after
+// are checked as keys are, but for being partial: no key has a control
+// character or invalid UTF-8, and PostgreSQL cannot even compare text
+// that has them.
+func attachmentQuery(r *http.Request) (store.AttachmentQuery, error) {
+	q := store.AttachmentQuery{Prefix: r.URL.Query().Get("prefix"), After: r.URL.Query().Get("after")}
+	for _, p := range []struct{ name, value string }{{"prefix", q.Prefix}, {"after", q.After}} {
+		if msg := keyPartProblem(p.value); msg != "" {
+			return store.AttachmentQuery{}, tasks.Invalid(p.name, "%q: %s", p.value, msg)
+		}
+	}
+	limit, err := queryInt(r, "limit", listDefault)
+	if err != nil {
+		return store.AttachmentQuery{}, err
+	}
+	if limit < 1 || limit > listMax {
+		return store.AttachmentQuery{}, tasks.Invalid("limit", "must be 1 to %d, got %d", listMax, limit)
+	}
+	q.Limit = int(limit)
+	return q, nil
+}
+
+// keyPartProblem returns why s cannot be part of an attachment key, in
+// tasks.PathProblem's words, or "".
+func keyPartProblem(s string) string {
+	switch {
+	case len(s) > tasks.MaxPathLen:
+		return fmt.Sprintf("is over the limit of %d bytes", tasks.MaxPathLen)
+	case !utf8.ValidString(s):
+		return "is not valid UTF-8"
+	}
+	for _, r := range s {
+		switch {
+		case r == 0:
+			return "contains a NUL byte"
+		case r < 0x20 || r == 0x7f:
+			return "contains a control character"
+		}
+	}
+	return ""
 }
 
 func (c *Coordinator) handleGetAttachment(w http.ResponseWriter, r *http.Request, u tasks.User) error {
@@ -112,14 +177,18 @@ func (c *Coordinator) handleGetAttachment(w http.ResponseWriter, r *http.Request
 	if _, err := c.requireRole(r.Context(), u, group, tasks.RoleRead); err != nil {
 		return err
 	}
-	a, err := c.store.GetAttachment(r.Context(), group, key)
-	if errors.Is(err, tasks.ErrNotFound) {
-		return noAttachment(group, key)
+	resolve := func(ctx context.Context) (storedObject, error) {
+		a, err := c.store.GetAttachment(ctx, group, key)
+		if errors.Is(err, tasks.ErrNotFound) {
+			return storedObject{}, noAttachment(group, key)
+		}
+		if err != nil {
+			return storedObject{}, err
+		}
+		return storedObject{key: a.Object, sha256: a.SHA256}, nil
 	}
-	if err != nil {
-		return err
-	}
-	return c.sendObject(w, r, "attachment", a.Object, a.SHA256, "group", group, "key", key)
+	gone := &tasks.Error{Code: tasks.ENotFound, Field: "key", Message: fmt.Sprintf("group %s: the bytes of attachment %q are no longer stored", group, key)}
+	return c.sendCurrent(w, r, "attachment", resolve, gone, "group", group, "key", key)
 }
 
 func (c *Coordinator) handleDeleteAttachment(w http.ResponseWriter, r *http.Request, u tasks.User) error {
@@ -209,48 +278,103 @@ func (c *Coordinator) sendObject(w http.ResponseWriter, r *http.Request, what, k
 	return nil
 }
 
-// room is what a group may still store under its quota.
-type room struct {
-	group   string
-	limited bool  // the group has a quota
-	quota   int64 // its quota, when limited
-	left    int64 // bytes it may still store, when limited; may be negative
+// storedObject is where a file's bytes are in the artifact store, with
+// the SHA-256 recorded for them.
+type storedObject struct {
+	key    string
+	sha256 string
 }
 
-// quotaRoom reads how much group may still store; the caller adds the
-// size of what the upload replaces. The store charges the quota again in
-// the transaction that records the upload, which is what holds under
-// concurrent uploads; this check only refuses early, before the bytes are
-// sent. A group that does not exist has no limit here.
-func (c *Coordinator) quotaRoom(ctx context.Context, group string) (room, error) {
+// resolveRetries bounds how often sendCurrent resolves a file again after
+// its object went missing. Each retry needs an upload of the file that
+// committed meanwhile, so running out takes a file replaced faster than
+// it can be opened.
+const resolveRetries = 3
+
+// sendCurrent streams the file that resolve finds now (see sendObject).
+// An attachment takes a new object with every upload, and the replaced
+// object is deleted once the new record is committed, so the object a
+// reader resolved may be gone by the time it opens it though the file is
+// there: sendCurrent then resolves again and retries while that gives
+// another object, up to resolveRetries times. It answers resolve's error
+// when the record went too, and gone (ENotFound, naming the file) when
+// the object is missing still under the same key: both say what the user
+// asked for, never the object key, which is internal.
+func (c *Coordinator) sendCurrent(w http.ResponseWriter, r *http.Request, what string, resolve func(context.Context) (storedObject, error), gone error, logArgs ...any) error {
+	obj, err := resolve(r.Context())
+	if err != nil {
+		return err
+	}
+	for retry := 0; ; retry++ {
+		err := c.sendObject(w, r, what, obj.key, obj.sha256, logArgs...)
+		if !errors.Is(err, tasks.ErrNotFound) {
+			return err
+		}
+		if retry == resolveRetries {
+			return gone
+		}
+		again, err := resolve(r.Context())
+		if err != nil {
+			return err
+		}
+		if again.key == obj.key {
+			return gone
+		}
+		c.log.Debug(what+" replaced while opened; sending the new one", logArgs...)
+		obj = again
+	}
+}
+
+// room is what an upload may add under its group's quota. The test is
+// the store's (store.ChargeAllowed on the size less what the upload
+// replaces), and so is the refusal, so that the early check refuses
+// exactly what the store would: an upload that adds nothing passes even
+// while the group is over a lowered quota.
+type room struct {
+	group    string
+	what     string // the upload, as store.QuotaError describes it
+	limited  bool   // the group has a quota
+	quota    int64  // its quota, when limited
+	used     int64  // its usage, when limited; may be over the quota
+	replaced int64  // the size of the record the upload replaces, which it frees
+}
+
+// quotaRoom reads what group may still store, for an upload described by
+// what; the caller sets what it replaces. The store charges the quota
+// again in the transaction that records the upload, which is what holds
+// under concurrent uploads; this check only refuses early, before the
+// bytes are sent. A group that does not exist has no limit here.
+func (c *Coordinator) quotaRoom(ctx context.Context, group, what string) (room, error) {
 	g, err := c.store.GetGroup(ctx, group)
 	if errors.Is(err, tasks.ErrNotFound) {
-		return room{group: group}, nil
+		return room{group: group, what: what}, nil
 	}
 	if err != nil {
 		return room{}, err
 	}
 	if g.QuotaBytes <= 0 {
-		return room{group: group}, nil
+		return room{group: group, what: what}, nil
 	}
-	return room{group: group, limited: true, quota: g.QuotaBytes, left: g.QuotaBytes - g.UsedBytes}, nil
+	return room{group: group, what: what, limited: true, quota: g.QuotaBytes, used: g.UsedBytes}, nil
+}
+
+// fits reports whether an upload of size bytes fits.
+func (rm room) fits(size int64) bool {
+	return !rm.limited || store.ChargeAllowed(rm.quota, rm.used, size-rm.replaced)
 }
 
 // refuse is the EQuota error for an upload of size bytes that does not
 // fit; with atLeast, size is what was read of a body of unknown length
-// when it passed the room left.
+// when it stopped fitting.
 func (rm room) refuse(size int64, atLeast bool) error {
-	what := humanize.IBytes(uint64(size))
 	if atLeast {
-		what = "more than " + what
+		return store.QuotaErrorAtLeast(rm.group, rm.what, size, rm.used, size-rm.replaced, rm.quota)
 	}
-	return &tasks.Error{Code: tasks.EQuota, Message: fmt.Sprintf(
-		"group %s: %s would take it over its storage quota of %s (%s left); delete attachments or task artifacts, or ask a global admin to raise the quota",
-		rm.group, what, humanize.IBytes(uint64(rm.quota)), humanize.IBytes(uint64(max(rm.left, 0))))}
+	return store.QuotaError(rm.group, rm.what, size, rm.used, size-rm.replaced, rm.quota)
 }
 
-// quotaReader fails a body with EQuota as soon as it passes the room
-// left, so that a body of unknown length is not stored whole first.
+// quotaReader fails a body with EQuota as soon as it stops fitting, so
+// that a body of unknown length is not stored whole first.
 type quotaReader struct {
 	r    io.Reader
 	room room
@@ -260,7 +384,7 @@ type quotaReader struct {
 func (q *quotaReader) Read(p []byte) (int, error) {
 	n, err := q.r.Read(p)
 	q.n += int64(n)
-	if q.n > q.room.left {
+	if !q.room.fits(q.n) {
 		return n, q.room.refuse(q.n, true)
 	}
 	return n, err
@@ -277,7 +401,7 @@ func (rm room) limit(body io.Reader) io.Reader {
 // check refuses early an upload whose announced size (-1: unknown) does
 // not fit.
 func (rm room) check(size int64) error {
-	if rm.limited && size >= 0 && size > rm.left {
+	if size >= 0 && !rm.fits(size) {
 		return rm.refuse(size, false)
 	}
 	return nil
@@ -290,7 +414,7 @@ func (c *Coordinator) artifactRoom(ctx context.Context, ref tasks.LeaseRef, name
 	if err != nil {
 		return room{}, err
 	}
-	rm, err := c.quotaRoom(ctx, t.Group)
+	rm, err := c.quotaRoom(ctx, t.Group, strconv.Quote(name))
 	if err != nil || !rm.limited {
 		return rm, err
 	}
@@ -300,7 +424,7 @@ func (c *Coordinator) artifactRoom(ctx context.Context, ref tasks.LeaseRef, name
 	}
 	for _, a := range as {
 		if a.Attempt == ref.Attempt && a.Name == name {
-			rm.left += a.Size
+			rm.replaced = a.Size
 		}
 	}
 	return rm, nil

@@ -184,13 +184,13 @@ func (c *Coordinator) handleCommitArtifact(w http.ResponseWriter, r *http.Reques
 	case err != nil:
 		return fmt.Errorf("stat artifact %s: %w", name, err)
 	case size != req.Size:
-		c.deleteArtifact(context.WithoutCancel(r.Context()), key)
+		c.dropUnrecorded(context.WithoutCancel(r.Context()), ref, name, key)
 		return tasks.Invalid("size", "artifact %s: the store holds %d bytes, not %d; upload it again", name, size, req.Size)
 	}
 	a := tasks.Artifact{Task: ref.Task, Attempt: ref.Attempt, Name: name, Size: size, SHA256: req.SHA256, CreatedAt: c.cfg.Now().UTC()}
 	if err := c.store.AddArtifact(r.Context(), ref, a); err != nil {
 		if errors.Is(err, tasks.ErrStaleLease) || errors.Is(err, tasks.ErrQuota) {
-			c.deleteArtifact(context.WithoutCancel(r.Context()), key)
+			c.dropUnrecorded(context.WithoutCancel(r.Context()), ref, name, key)
 		}
 		return err
 	}
@@ -208,8 +208,20 @@ func (c *Coordinator) dropOrphan(ctx context.Context, ref tasks.LeaseRef, name, 
 	if err != nil || (t.Attempt == ref.Attempt && t.State == tasks.Running) {
 		return
 	}
+	c.dropUnrecorded(ctx, ref, name, key)
+}
+
+// dropUnrecorded deletes the object of an upload the store refused (stale
+// lease, quota, wrong size), unless a record of the same attempt and name
+// exists: artifact keys are fixed per attempt and name, so the refused
+// upload went over a recorded artifact's object, and deleting it would
+// leave that record pointing at nothing. (The bytes may be the refused
+// upload's then: a shim re-uploading a name within one attempt sends the
+// same file.)
+func (c *Coordinator) dropUnrecorded(ctx context.Context, ref tasks.LeaseRef, name, key string) {
 	as, err := c.store.ListArtifacts(ctx, ref.Task)
 	if err != nil {
+		c.log.Warn("list artifacts; refused upload left in place", logTask, ref.Task, "key", key, logErr, err)
 		return
 	}
 	for _, a := range as {

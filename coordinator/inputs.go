@@ -120,53 +120,47 @@ func (ic *inputChecker) source(ctx context.Context, id tasks.ID) (*inputSource, 
 	return src, nil
 }
 
-// inputObject is where an input's bytes are now.
-type inputObject struct {
-	key    string
-	sha256 string
-}
-
 // resolveInput finds the object behind input in of task t, or returns an
 // ENotFound error naming the input and saying why it cannot be had.
-func (c *Coordinator) resolveInput(ctx context.Context, t tasks.Task, in tasks.Input) (inputObject, error) {
+func (c *Coordinator) resolveInput(ctx context.Context, t tasks.Task, in tasks.Input) (storedObject, error) {
 	if in.Attachment != "" {
 		a, err := c.store.GetAttachment(ctx, t.Group, in.Attachment)
 		if errors.Is(err, tasks.ErrNotFound) {
-			return inputObject{}, tasks.Errorf(tasks.ENotFound, "input %s: no such attachment in group %s", in, t.Group)
+			return storedObject{}, tasks.Errorf(tasks.ENotFound, "input %s: no such attachment in group %s", in, t.Group)
 		}
 		if err != nil {
-			return inputObject{}, err
+			return storedObject{}, err
 		}
-		return inputObject{key: a.Object, sha256: a.SHA256}, nil
+		return storedObject{key: a.Object, sha256: a.SHA256}, nil
 	}
 	missing := tasks.Errorf(tasks.ENotFound, "input %s: no task %d", in, in.Task)
 	src, err := c.store.GetTask(ctx, in.Task)
 	if errors.Is(err, tasks.ErrNotFound) {
-		return inputObject{}, missing
+		return storedObject{}, missing
 	}
 	if err != nil {
-		return inputObject{}, err
+		return storedObject{}, err
 	}
 	if src.Group != t.Group {
 		// The creator may have lost the right to read the other group
 		// since submission; the task gets nothing its creator could not.
 		role, err := c.store.Role(ctx, t.Creator, src.Group)
 		if err != nil && !errors.Is(err, tasks.ErrNotFound) {
-			return inputObject{}, err
+			return storedObject{}, err
 		}
 		if role < tasks.RoleRead {
-			return inputObject{}, missing
+			return storedObject{}, missing
 		}
 	}
 	as, err := c.store.ListArtifacts(ctx, src.ID)
 	if err != nil {
-		return inputObject{}, err
+		return storedObject{}, err
 	}
 	switch {
 	case !src.State.Final():
-		return inputObject{}, tasks.Errorf(tasks.ENotFound, "input %s: task %d has not ended (it is %s)", in, src.ID, src.State)
+		return storedObject{}, tasks.Errorf(tasks.ENotFound, "input %s: task %d has not ended (it is %s)", in, src.ID, src.State)
 	case src.State != tasks.Succeeded:
-		return inputObject{}, tasks.Errorf(tasks.ENotFound, "input %s: task %d ended %s; inputs come only from a task that succeeded", in, src.ID, src.State)
+		return storedObject{}, tasks.Errorf(tasks.ENotFound, "input %s: task %d ended %s; inputs come only from a task that succeeded", in, src.ID, src.State)
 	}
 	var found *tasks.Artifact
 	for i := range as { // the succeeded attempt's, not an earlier one's
@@ -175,9 +169,9 @@ func (c *Coordinator) resolveInput(ctx context.Context, t tasks.Task, in tasks.I
 		}
 	}
 	if found == nil {
-		return inputObject{}, tasks.Errorf(tasks.ENotFound, "input %s: task %d succeeded without an artifact %s", in, src.ID, in.Artifact)
+		return storedObject{}, tasks.Errorf(tasks.ENotFound, "input %s: task %d succeeded without an artifact %s", in, src.ID, in.Artifact)
 	}
-	return inputObject{key: artifactKey(src.ID, found.Attempt, found.Name), sha256: found.SHA256}, nil
+	return storedObject{key: artifactKey(src.ID, found.Attempt, found.Name), sha256: found.SHA256}, nil
 }
 
 // handleFetchInput streams one input of a running attempt, for the shim to
@@ -205,17 +199,13 @@ func (c *Coordinator) handleFetchInput(w http.ResponseWriter, r *http.Request, s
 		return tasks.Invalid("index", "task %d has %d inputs, numbered from 0", t.ID, len(t.Inputs))
 	}
 	in := t.Inputs[index]
-	obj, err := c.resolveInput(r.Context(), t, in)
-	if err != nil {
-		return err
+	// An attachment replaced while it is fetched is fetched anew (see
+	// sendCurrent); an artifact's object key never changes, so a missing
+	// one is gone.
+	gone := tasks.Errorf(tasks.ENotFound, "input %s: task %d's artifact %s is no longer stored", in, in.Task, in.Artifact)
+	if in.Attachment != "" {
+		gone = tasks.Errorf(tasks.ENotFound, "input %s: the bytes of attachment %s of group %s are no longer stored", in, in.Attachment, t.Group)
 	}
-	err = c.sendObject(w, r, "input", obj.key, obj.sha256, logTask, t.ID, logAttempt, ref.Attempt, "input", in.String())
-	if errors.Is(err, tasks.ErrNotFound) {
-		// Deleted between the record and the bytes: as good as gone.
-		if in.Attachment != "" {
-			return tasks.Errorf(tasks.ENotFound, "input %s: no such attachment in group %s", in, t.Group)
-		}
-		return tasks.Errorf(tasks.ENotFound, "input %s: task %d's artifact %s is no longer stored", in, in.Task, in.Artifact)
-	}
-	return err
+	resolve := func(ctx context.Context) (storedObject, error) { return c.resolveInput(ctx, t, in) }
+	return c.sendCurrent(w, r, "input", resolve, gone, logTask, t.ID, logAttempt, ref.Attempt, "input", in.String())
 }

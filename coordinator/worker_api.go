@@ -515,7 +515,7 @@ func (c *Coordinator) handleUploadArtifact(w http.ResponseWriter, r *http.Reques
 	a := tasks.Artifact{Task: ref.Task, Attempt: ref.Attempt, Name: name, Size: size, SHA256: sum, CreatedAt: c.cfg.Now().UTC()}
 	if err := c.store.AddArtifact(r.Context(), ref, a); err != nil {
 		if errors.Is(err, tasks.ErrStaleLease) || errors.Is(err, tasks.ErrQuota) {
-			_ = c.cfg.Artifacts.Delete(context.WithoutCancel(r.Context()), key)
+			c.dropUnrecorded(context.WithoutCancel(r.Context()), ref, name, key)
 		}
 		return err
 	}

@@ -233,7 +233,7 @@ func (s *Spec) Normalize() error {
 		size += len(in.Attachment) + len(in.Artifact) + len(in.Path)
 	}
 	if size > MaxSpecBytes {
-		return &Error{Code: ETooLarge, Field: "command", Message: fmt.Sprintf("command: command, shell, env and labels together are %d bytes, over the limit of %d", size, MaxSpecBytes)}
+		return &Error{Code: ETooLarge, Field: "command", Message: fmt.Sprintf("command: command, shell, env, labels and inputs together are %d bytes, over the limit of %d", size, MaxSpecBytes)}
 	}
 	return nil
 }

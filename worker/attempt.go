@@ -117,6 +117,10 @@ func (w *worker) runAttempt(a *attempt) {
 			if a.reason != "" {
 				res.Error = "cancelled: " + a.reason
 			}
+		case errors.Is(err, context.DeadlineExceeded):
+			res.State = tasks.TimedOut
+			res.Error = fmt.Sprintf("fetching the inputs took longer than the task's timeout of %s; the command did not run", tasks.FormatDuration(w.timeout(a)))
+			a.log.Warn("inputs not fetched within the timeout; the command does not run")
 		default:
 			a.log.Warn("cannot fetch an input; the command does not run", keyErr, err)
 		}

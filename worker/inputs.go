@@ -41,7 +41,8 @@ func (e *badTransfer) Unwrap() error { return e.err }
 
 // fetchInputs fetches every input of the attempt into dir, in order. It
 // returns nil when all are there, an *inputFailure when one cannot be had,
-// or the context's error when the attempt was stopped or its lease lost
+// context.DeadlineExceeded when the fetch outlasted the task's timeout, or
+// the context's error when the attempt was stopped or its lease lost
 // meanwhile.
 func (w *worker) fetchInputs(a *attempt, dir string) error {
 	ins := a.task.Inputs
@@ -49,8 +50,9 @@ func (w *worker) fetchInputs(a *attempt, dir string) error {
 		return nil
 	}
 	// A stop (a cancel from the coordinator) ends the fetch as it would
-	// end the command.
-	ctx, cancel := context.WithCancel(a.ctx)
+	// end the command, and so does the task's timeout: a stalled stream
+	// must not hold the slot, renewed by the heartbeat, forever.
+	ctx, cancel := context.WithTimeout(a.ctx, w.timeout(a))
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
@@ -138,8 +140,10 @@ func fetchOnce(ctx context.Context, s *session, ref tasks.LeaseRef, root *os.Roo
 		}
 	}
 	// O_EXCL|O_NOFOLLOW: never write through a link or over a file that
-	// is already there.
-	f, err := root.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
+	// is already there. Executable, since attachments carry no mode and a
+	// prebuilt binary is a common input; in a private, throwaway work
+	// directory that costs nothing.
+	f, err := root.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o755)
 	if err != nil {
 		return &inputFailure{fmt.Sprintf("create it in the work directory: %v", err)}
 	}

@@ -24,14 +24,14 @@ func TestInputsFetched(t *testing.T) {
 			{Task: 9, Artifact: "model.bin", Path: "deep/er/model.bin"},
 			{Attachment: "empty", Path: "in/empty"},
 		},
-		Shell: `cat data.csv; sha256sum deep/er/model.bin | cut -c1-64; wc -c < in/empty; ls -ld deep/er | cut -c1`,
+		Shell: `cat data.csv; sha256sum deep/er/model.bin | cut -c1-64; wc -c < in/empty; ls -ld deep/er | cut -c1; test -x data.csv && echo x`,
 	}, &fakeInput{body: []byte("a,b\n1,2\n")}, &fakeInput{body: big}, &fakeInput{body: []byte{}})
 	res := f.waitResult(t, id, 20*time.Second)
 	logs, _, _ := f.snapshotTask(id)
 	if res.State != tasks.Succeeded {
 		t.Fatalf("state: got %s (%s); want succeeded; stderr %q", res.State, res.Error, logs[tasks.Stderr])
 	}
-	want := fmt.Sprintf("a,b\n1,2\n%x\n0\nd\n", sha256.Sum256(big))
+	want := fmt.Sprintf("a,b\n1,2\n%x\n0\nd\nx\n", sha256.Sum256(big))
 	if got := logs[tasks.Stdout]; got != want {
 		t.Errorf("stdout: got %q; want %q", got, want)
 	}
@@ -196,6 +196,24 @@ func TestCancelStopsInputFetch(t *testing.T) {
 	res := f.waitResult(t, id, 10*time.Second)
 	if res.State != tasks.Cancelled || !strings.Contains(res.Error, "cancelled by alice") {
 		t.Errorf("got %s (%q); want cancelled with the reason", res.State, res.Error)
+	}
+	assertNotRun(t, f, id, res)
+	assertEmptyDir(t, w.workDir)
+}
+
+// TestInputFetchTimesOut: a fetch that stalls is ended by the task's
+// timeout, which the heartbeat would otherwise keep from ever coming; the
+// attempt ends timed out without running the command.
+func TestInputFetchTimesOut(t *testing.T) {
+	t.Parallel()
+	f := newFake(t, testReg())
+	w := startWorker(t, f, nil)
+	in := &fakeInput{body: []byte("0123456789"), stall: true}
+	id := f.submitInputs(tasks.Spec{Inputs: []tasks.Input{{Attachment: "slow", Path: "slow"}}, Shell: ranScript,
+		Timeout: tasks.Duration(time.Second)}, in)
+	res := f.waitResult(t, id, 20*time.Second)
+	if res.State != tasks.TimedOut || !strings.Contains(res.Error, "inputs") || !strings.Contains(res.Error, "timeout of 1s") {
+		t.Errorf("got %s (%q); want timed_out, saying the inputs took longer than the timeout of 1s", res.State, res.Error)
 	}
 	assertNotRun(t, f, id, res)
 	assertEmptyDir(t, w.workDir)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mitolab/mito/client"
 	"github.com/mitolab/mito/tasks"
 )
 
@@ -194,12 +195,18 @@ func runClientAttachmentsList(ctx context.Context, gopts *clientOptions, opts *a
 	if err != nil {
 		return err
 	}
-	as, err := s.ListAttachments(ctx, group, prefix)
-	if err != nil {
-		return err
-	}
-	if as == nil {
-		as = []tasks.Attachment{}
+	// The coordinator sends a page at a time; the command lists them all.
+	as := []tasks.Attachment{}
+	for after := ""; ; {
+		page, next, err := s.ListAttachments(ctx, group, client.ListAttachmentsOptions{Prefix: prefix, After: after})
+		if err != nil {
+			return err
+		}
+		as = append(as, page...)
+		if next == "" || next <= after { // a cursor that does not advance would loop
+			break
+		}
+		after = next
 	}
 	switch {
 	case gopts.json():

@@ -217,3 +217,27 @@ func CheckHostLease(name, owner string, ttl time.Duration) error {
 	}
 	return nil
 }
+
+// CheckSchemaVersion refuses a database whose schema is newer than the
+// migration files this binary carries (names, "migrations/0004_x.sql"): an older
+// coordinator would run on it without the columns it does not know of,
+// and so drop task inputs, skip quotas or claim tasks that must wait,
+// which is worse than not starting during a rolling upgrade.
+func CheckSchemaVersion(applied []int, names []string) error {
+	known := 0
+	for _, name := range names {
+		base := name[strings.LastIndexByte(name, '/')+1:]
+		num, _, _ := strings.Cut(base, "_")
+		if v, err := strconv.Atoi(num); err == nil {
+			known = max(known, v)
+		}
+	}
+	newest := 0
+	for _, v := range applied {
+		newest = max(newest, v)
+	}
+	if newest > known {
+		return fmt.Errorf("the database schema is at version %d, newer than this mito knows (%d): upgrade this coordinator (every coordinator sharing a database must run the same release)", newest, known)
+	}
+	return nil
+}

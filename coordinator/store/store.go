@@ -142,9 +142,11 @@ type Store interface {
 	PutAttachment(ctx context.Context, a tasks.Attachment) (replaced string, err error)
 	// GetAttachment returns one attachment, with Object. ENotFound if none.
 	GetAttachment(ctx context.Context, group, key string) (tasks.Attachment, error)
-	// ListAttachments returns a group's attachments whose keys start with
-	// prefix, ordered by key.
-	ListAttachments(ctx context.Context, group, prefix string) ([]tasks.Attachment, error)
+	// ListAttachments returns the page of a group's attachments that q
+	// selects, ordered by key (bytewise). A Prefix or After that no stored
+	// key could hold (a NUL, invalid UTF-8) is no error: it selects what
+	// it would select bytewise.
+	ListAttachments(ctx context.Context, group string, q AttachmentQuery) ([]tasks.Attachment, error)
 	// DeleteAttachment removes an attachment and credits its size to the
 	// group, in one transaction, and returns the removed record (with
 	// Object, for the caller to delete). ENotFound if none.

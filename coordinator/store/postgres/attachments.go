@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -166,11 +167,39 @@ func (s *Store) GetAttachment(ctx context.Context, group, key string) (tasks.Att
 	return a, nil
 }
 
-// ListAttachments returns a group's attachments whose keys start with
-// prefix, ordered by key (bytewise: the column collates "C").
-func (s *Store) ListAttachments(ctx context.Context, group, prefix string) ([]tasks.Attachment, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+attachmentCols+` FROM group_attachments
-		WHERE group_name = $1 AND key LIKE $2 ESCAPE '\' ORDER BY key`, group, likePrefix(prefix))
+// ListAttachments returns the page of a group's attachments that aq
+// selects, ordered by key (bytewise: the column collates "C").
+// PostgreSQL text holds neither NUL nor invalid UTF-8, and refuses them as
+// parameters (SQLSTATE 22021); a prefix or cursor with them is compared as
+// bytes with the keys' UTF-8 encoding instead, which selects what SQLite
+// selects, though without the index.
+func (s *Store) ListAttachments(ctx context.Context, group string, aq store.AttachmentQuery) ([]tasks.Attachment, error) {
+	q := `SELECT ` + attachmentCols + ` FROM group_attachments WHERE group_name = $1`
+	args := []any{group}
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	switch {
+	case aq.Prefix == "":
+	case textSafe(aq.Prefix):
+		q += ` AND key LIKE ` + arg(likePrefix(aq.Prefix)) + ` ESCAPE '\'`
+	default:
+		p := arg([]byte(aq.Prefix))
+		q += ` AND substr(convert_to(key, 'UTF8'), 1, length(` + p + `::bytea)) = ` + p + `::bytea`
+	}
+	switch {
+	case aq.After == "":
+	case textSafe(aq.After):
+		q += ` AND key > ` + arg(aq.After)
+	default:
+		q += ` AND convert_to(key, 'UTF8') > ` + arg([]byte(aq.After)) + `::bytea`
+	}
+	q += ` ORDER BY key`
+	if aq.Limit > 0 {
+		q += ` LIMIT ` + arg(aq.Limit)
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list attachments: %w", err)
 	}
@@ -179,6 +208,12 @@ func (s *Store) ListAttachments(ctx context.Context, group, prefix string) ([]ta
 		return nil, fmt.Errorf("list attachments: %w", err)
 	}
 	return out, nil
+}
+
+// textSafe reports whether s can be a PostgreSQL text parameter: valid
+// UTF-8 without NUL.
+func textSafe(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
 // likeEscaper escapes LIKE's metacharacters, and its escape character.

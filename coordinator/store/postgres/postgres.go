@@ -143,6 +143,9 @@ func (s *Store) migrate(ctx context.Context, schema string) error {
 		for _, v := range versions {
 			applied[v] = true
 		}
+		if err := store.CheckSchemaVersion(versions, names); err != nil {
+			return err
+		}
 		for _, name := range names {
 			base := strings.TrimPrefix(name, "migrations/")
 			num, _, ok := strings.Cut(base, "_")

@@ -146,18 +146,28 @@ func (s *Store) GetAttachment(ctx context.Context, group, key string) (tasks.Att
 	return a, nil
 }
 
-// ListAttachments returns a group's attachments whose keys start with
-// prefix, ordered by key. The prefix is a range of the primary key, not a
+// ListAttachments returns the page of a group's attachments that aq
+// selects, ordered by key. The prefix is a range of the primary key, not a
 // LIKE pattern, so that '%' and '_' in it match only themselves (and
-// SQLite's LIKE would ignore case besides).
-func (s *Store) ListAttachments(ctx context.Context, group, prefix string) ([]tasks.Attachment, error) {
+// SQLite's LIKE would ignore case besides). SQLite compares text bytewise,
+// NUL and invalid UTF-8 included, so any prefix and cursor work as given.
+func (s *Store) ListAttachments(ctx context.Context, group string, aq store.AttachmentQuery) ([]tasks.Attachment, error) {
 	q := `SELECT ` + attachmentCols + ` FROM group_attachments WHERE group_name = ? AND key >= ?`
-	args := []any{group, prefix}
-	if end, ok := prefixEnd(prefix); ok {
+	args := []any{group, aq.Prefix}
+	if end, ok := prefixEnd(aq.Prefix); ok {
 		q += ` AND key < ?`
 		args = append(args, end)
 	}
-	rows, err := s.r.QueryContext(ctx, q+` ORDER BY key`, args...)
+	if aq.After != "" {
+		q += ` AND key > ?`
+		args = append(args, aq.After)
+	}
+	q += ` ORDER BY key`
+	if aq.Limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, aq.Limit)
+	}
+	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list attachments: %w", err)
 	}

@@ -74,17 +74,23 @@ func wantAttachment(t *testing.T, s store.Store, want tasks.Attachment, what str
 // wantKeys fails unless ListAttachments(group, prefix) lists keys, in order.
 func wantKeys(t *testing.T, s store.Store, group, prefix string, keys ...string) {
 	t.Helper()
-	got, err := s.ListAttachments(t.Context(), group, prefix)
-	ok(t, err, fmt.Sprintf("ListAttachments(%s, %q)", group, prefix))
+	wantPage(t, s, group, store.AttachmentQuery{Prefix: prefix}, keys...)
+}
+
+// wantPage fails unless ListAttachments(group, q) lists keys, in order.
+func wantPage(t *testing.T, s store.Store, group string, q store.AttachmentQuery, keys ...string) {
+	t.Helper()
+	got, err := s.ListAttachments(t.Context(), group, q)
+	ok(t, err, fmt.Sprintf("ListAttachments(%s, %#v)", group, q))
 	var gotKeys []string
 	for _, a := range got {
 		gotKeys = append(gotKeys, a.Key)
 		if a.Group != group || a.Object == "" {
-			t.Errorf("ListAttachments(%s, %q) gave %+v; want group %s and its object", group, prefix, a, group)
+			t.Errorf("ListAttachments(%s, %#v) gave %+v; want group %s and its object", group, q, a, group)
 		}
 	}
 	if !reflect.DeepEqual(gotKeys, keys) && !(len(gotKeys) == 0 && len(keys) == 0) {
-		t.Errorf("ListAttachments(%s, %q) keys = %q; want %q", group, prefix, gotKeys, keys)
+		t.Errorf("ListAttachments(%s, %#v) keys = %q; want %q", group, q, gotKeys, keys)
 	}
 }
 
@@ -121,6 +127,7 @@ func testAttachments(t *testing.T, s store.Store) {
 	wantKeys(t, s, "lab", "nothing/")
 	wantKeys(t, s, "other", "", "data/other.csv")
 	wantKeys(t, s, "missing", "")
+	testAttachmentPages(t, s)
 
 	// Replacing returns the old object and charges only the difference.
 	data2 := attachment("lab", "data/set.csv", "obj-2", 25)
@@ -162,6 +169,78 @@ func testAttachments(t *testing.T, s store.Store) {
 	_, err = s.PutAttachment(ctx, attachment("lab", "neg", "obj-x", -1))
 	wantCode(t, err, tasks.EInvalid, "PutAttachment of a negative size")
 	wantUsage(t, s, "lab", 0, 8, "after refused puts")
+}
+
+// testAttachmentPages pages through the keys testAttachments stored in
+// lab and other, with prefixes and cursors that PostgreSQL text cannot
+// hold (NUL, invalid UTF-8): both stores compare them bytewise.
+func testAttachmentPages(t *testing.T, s store.Store) {
+	all := []string{"A/u", "a%b/x", "aXb/w", `a\b/v`, "a_b/y", "axb/z", "data/set.csv", "data/set.csv.bak", "datum"}
+	for _, tt := range []struct {
+		name string
+		q    store.AttachmentQuery
+		want []string
+	}{
+		{"limit", store.AttachmentQuery{Limit: 3}, all[:3]},
+		{"limit over the count", store.AttachmentQuery{Limit: 100}, all},
+		{"after a key", store.AttachmentQuery{After: "aXb/w", Limit: 2}, []string{`a\b/v`, "a_b/y"}},
+		{"after no key", store.AttachmentQuery{After: "a"}, all[1:]},
+		{"after the last", store.AttachmentQuery{After: "datum"}, nil},
+		{"prefix and after", store.AttachmentQuery{Prefix: "data/", After: "data/set.csv"}, []string{"data/set.csv.bak"}},
+		{"after before the prefix", store.AttachmentQuery{Prefix: "data/", After: "a", Limit: 1}, []string{"data/set.csv"}},
+		{"after a LIKE wildcard", store.AttachmentQuery{Prefix: "a", After: "a%"}, []string{"a%b/x", "aXb/w", `a\b/v`, "a_b/y", "axb/z"}},
+		{"prefix with a NUL", store.AttachmentQuery{Prefix: "data/\x00"}, nil},
+		{"prefix of a NUL", store.AttachmentQuery{Prefix: "\x00"}, nil},
+		{"after with a NUL", store.AttachmentQuery{After: "data/set.csv\x00x"}, []string{"data/set.csv.bak", "datum"}},
+		{"prefix and after with a NUL", store.AttachmentQuery{Prefix: "data/\x00", After: "\x00"}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) { wantPage(t, s, "lab", tt.q, tt.want...) })
+	}
+
+	// Pages of 2, each after the last key of the one before, list every
+	// key once.
+	var paged []string
+	q := store.AttachmentQuery{Limit: 2}
+	for range len(all) {
+		page, err := s.ListAttachments(t.Context(), "lab", q)
+		ok(t, err, fmt.Sprintf("ListAttachments(lab, %#v)", q))
+		if len(page) > q.Limit {
+			t.Fatalf("ListAttachments(lab, %#v) gave %d; want at most %d", q, len(page), q.Limit)
+		}
+		for _, a := range page {
+			paged = append(paged, a.Key)
+		}
+		if len(page) < q.Limit {
+			break
+		}
+		q.After = page[len(page)-1].Key
+	}
+	if !reflect.DeepEqual(paged, all) {
+		t.Errorf("paging by 2 listed %q; want %q", paged, all)
+	}
+
+	// A prefix that ends inside a UTF-8 sequence is no valid text, yet
+	// the keys that start with its bytes have it as a prefix.
+	put(t, s, attachment("other", "é/1", "obj-e1", 0))
+	put(t, s, attachment("other", "f", "obj-f", 0))
+	for _, tt := range []struct {
+		name string
+		q    store.AttachmentQuery
+		want []string
+	}{
+		{"whole rune", store.AttachmentQuery{Prefix: "é"}, []string{"é/1"}},
+		{"half a rune", store.AttachmentQuery{Prefix: "\xc3"}, []string{"é/1"}},
+		{"invalid byte", store.AttachmentQuery{Prefix: "\xff"}, nil},
+		{"after half a rune", store.AttachmentQuery{After: "\xc3"}, []string{"é/1"}},
+		{"after an invalid byte", store.AttachmentQuery{After: "e\xff"}, []string{"f", "é/1"}},
+		{"after the invalid last", store.AttachmentQuery{After: "\xff"}, nil},
+	} {
+		t.Run("utf-8/"+tt.name, func(t *testing.T) { wantPage(t, s, "other", tt.q, tt.want...) })
+	}
+	_, err := s.DeleteAttachment(t.Context(), "other", "é/1")
+	ok(t, err, "DeleteAttachment é/1")
+	_, err = s.DeleteAttachment(t.Context(), "other", "f")
+	ok(t, err, "DeleteAttachment f")
 }
 
 func testAttachmentQuota(t *testing.T, s store.Store) {
@@ -325,7 +404,7 @@ func testQuotaConcurrent(t *testing.T, s store.Store) {
 		return err
 	})
 	wantUsage(t, s, "lab", 100, 100, "after racing puts")
-	atts, err := s.ListAttachments(ctx, "lab", "")
+	atts, err := s.ListAttachments(ctx, "lab", store.AttachmentQuery{})
 	ok(t, err, "ListAttachments")
 	if len(atts) != 10 {
 		t.Errorf("ListAttachments after racing puts gave %d; want 10", len(atts))

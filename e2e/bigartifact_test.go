@@ -219,37 +219,18 @@ func peakOf(pid int) int64 {
 // name name.
 func childrenNamed(ppid int, name string) []int {
 	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
+	liveProcs(func(pid int, stat []string) {
+		if p, _ := strconv.Atoi(stat[1]); p != ppid {
+			return
+		}
+		argv, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
 		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		// state ppid ...
-		f := strings.Fields(s[i+1:])
-		if len(f) < 2 || f[0] == "Z" {
-			continue
-		}
-		if p, _ := strconv.Atoi(f[1]); p != ppid {
-			continue
-		}
-		argv, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
+			return
 		}
 		arg0, _, _ := strings.Cut(string(argv), "\x00")
 		if filepath.Base(arg0) == name {
 			out = append(out, pid)
 		}
-	}
+	})
 	return out
 }

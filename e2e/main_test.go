@@ -236,9 +236,11 @@ func (l *lab) waitFor(id tasks.ID, timeout time.Duration, states ...tasks.State)
 	}
 }
 
-// liveInGroup lists the processes of a process group that are not zombies.
-func liveInGroup(pgid int) []int {
-	var live []int
+// liveProcs calls fn with the pid and the /proc/PID/stat fields after the
+// command name (state, ppid, pgrp, ...) of every process that is not a
+// zombie. The name may hold spaces and parentheses, so the fields start
+// after the last ')'.
+func liveProcs(fn func(pid int, stat []string)) {
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -249,7 +251,6 @@ func liveInGroup(pgid int) []int {
 		if err != nil {
 			continue
 		}
-		// pid (comm) state ppid pgrp ...; comm may hold spaces, so cut after ')'.
 		s := string(b)
 		i := strings.LastIndexByte(s, ')')
 		if i < 0 {
@@ -259,10 +260,18 @@ func liveInGroup(pgid int) []int {
 		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
 			continue
 		}
-		if g, _ := strconv.Atoi(f[2]); g == pgid {
+		fn(pid, f)
+	}
+}
+
+// liveInGroup lists the processes of a process group that are not zombies.
+func liveInGroup(pgid int) []int {
+	var live []int
+	liveProcs(func(pid int, stat []string) {
+		if g, _ := strconv.Atoi(stat[2]); g == pgid {
 			live = append(live, pid)
 		}
-	}
+	})
 	return live
 }
 

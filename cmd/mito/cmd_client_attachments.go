@@ -59,6 +59,20 @@ read role in the group; uploading and deleting need write.`,
 
 // groupOf returns the group the command is about: -g, else the user's
 // personal group, as submit picks it.
+// connect opens a session to the coordinator and resolves the group the
+// command works on.
+func (o *attachmentsOptions) connect(ctx context.Context, gopts *clientOptions) (*session, string, error) {
+	s, err := gopts.connect(true)
+	if err != nil {
+		return nil, "", err
+	}
+	group, err := o.groupOf(ctx, s)
+	if err != nil {
+		return nil, "", err
+	}
+	return s, group, nil
+}
+
 func (o *attachmentsOptions) groupOf(ctx context.Context, s *session) (string, error) {
 	if o.group == "" {
 		return s.userName(ctx)
@@ -135,11 +149,7 @@ func runClientAttachmentsUpload(ctx context.Context, gopts *clientOptions, opts 
 	if !st.Mode().IsRegular() {
 		return usagef("%s is not a regular file", file)
 	}
-	s, err := gopts.connect(true)
-	if err != nil {
-		return err
-	}
-	group, err := opts.groupOf(ctx, s)
+	s, group, err := opts.connect(ctx, gopts)
 	if err != nil {
 		return err
 	}
@@ -187,11 +197,7 @@ func runClientAttachmentsList(ctx context.Context, gopts *clientOptions, opts *a
 	if err := opts.checkGroup(); err != nil {
 		return err
 	}
-	s, err := gopts.connect(true)
-	if err != nil {
-		return err
-	}
-	group, err := opts.groupOf(ctx, s)
+	s, group, err := opts.connect(ctx, gopts)
 	if err != nil {
 		return err
 	}
@@ -315,11 +321,7 @@ func runClientAttachmentsDownload(ctx context.Context, gopts *clientOptions, opt
 	if err := checkReplace(root, name, target, dopts.force); err != nil {
 		return err
 	}
-	s, err := gopts.connect(true)
-	if err != nil {
-		return err
-	}
-	group, err := opts.groupOf(ctx, s)
+	s, group, err := opts.connect(ctx, gopts)
 	if err != nil {
 		return err
 	}
@@ -368,11 +370,7 @@ func runClientAttachmentsDelete(ctx context.Context, gopts *clientOptions, opts 
 		}
 		keys[i] = clean
 	}
-	s, err := gopts.connect(true)
-	if err != nil {
-		return err
-	}
-	group, err := opts.groupOf(ctx, s)
+	s, group, err := opts.connect(ctx, gopts)
 	if err != nil {
 		return err
 	}

@@ -179,10 +179,19 @@ type worker struct {
 	session string
 }
 
+// worker registers a TCP worker of the current build: it announces every
+// feature (registerWorker, as in features_test.go, makes one that does
+// not).
 func (e *env) worker(token, name string, groups []string, slots int) *worker {
 	e.t.Helper()
+	return e.registerWorker(token, tasks.RegisterRequest{Name: name, Groups: groups, Slots: slots, Features: []string{tasks.FeatureInputs}})
+}
+
+// registerWorker registers a TCP worker with req as it is.
+func (e *env) registerWorker(token string, req tasks.RegisterRequest) *worker {
+	e.t.Helper()
 	var resp tasks.RegisterResponse
-	e.must(token, "POST", "/worker/v1/register", tasks.RegisterRequest{Name: name, Groups: groups, Slots: slots}, &resp)
+	e.must(token, "POST", "/worker/v1/register", req, &resp)
 	return &worker{e: e, token: token, session: resp.Session}
 }
 

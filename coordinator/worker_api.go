@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -39,6 +40,11 @@ type session struct {
 	// flakySince is when the host's last link failed; zero once a link has
 	// held for stableLink.
 	flakySince time.Time
+	// inputs is set when the worker announced tasks.FeatureInputs at its
+	// last registration. A worker without it (a `mito worker` of an older
+	// build) would drop a task's inputs unread and run its command without
+	// them, so it claims only tasks that have none.
+	inputs bool
 }
 
 const sessionKey ctxKey = iota + 100
@@ -135,6 +141,7 @@ func (c *Coordinator) handleRegister(w http.ResponseWriter, r *http.Request) err
 	}
 	c.mu.Lock()
 	s.host.OS, s.host.Arch = req.OS, req.Arch
+	s.inputs = slices.Contains(req.Features, tasks.FeatureInputs)
 	h := c.setHostStateLocked(s, tasks.HostReady, "")
 	c.mu.Unlock()
 	if err := c.store.PutHost(r.Context(), h); err != nil {
@@ -152,6 +159,9 @@ func (c *Coordinator) handleRegister(w http.ResponseWriter, r *http.Request) err
 		c.addSession(s)
 	}
 	c.log.Info("worker registered", logHost, h.Name, "transport", h.Transport, "os", req.OS, "arch", req.Arch)
+	if !slices.Contains(req.Features, tasks.FeatureInputs) {
+		c.log.Info("worker is too old to fetch task inputs; it will get no task that has inputs", logHost, h.Name, "version", cmp.Or(req.Version, "unknown"))
+	}
 	writeJSON(w, http.StatusOK, resp)
 	return nil
 }
@@ -308,14 +318,16 @@ func (c *Coordinator) claim(ctx context.Context, s *session, groups []string, ma
 	}, func() (bool, error) {
 		h := c.hostOf(s)
 		c.mu.Lock()
-		draining := s.draining
+		draining, inputs := s.draining, s.inputs
 		c.mu.Unlock()
 		if draining {
 			return true, nil // a draining host finishes what it runs and takes nothing new
 		}
 		h.Groups = groups
 		var err error
-		as, err = c.store.Claim(ctx, claimParams(h, max, c.cfg.LeaseTTL, c.cfg.Now().UTC()))
+		p := claimParams(h, max, c.cfg.LeaseTTL, c.cfg.Now().UTC())
+		p.NoInputs = !inputs
+		as, err = c.store.Claim(ctx, p)
 		if err != nil {
 			return false, err
 		}

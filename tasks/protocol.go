@@ -38,7 +38,21 @@ type RegisterRequest struct {
 	// Running lists attempts the worker still runs from an earlier session,
 	// so that a reconnecting host can keep them if their leases still hold.
 	Running []LeaseRef `json:"running,omitempty"`
+	// Features lists what the worker can do beyond the first protocol
+	// (FeatureInputs, ...). An older worker drops the fields of a task it
+	// does not know and would run it wrong, so the coordinator gives a
+	// worker only the tasks its features cover; a worker that sends none
+	// is taken for the oldest.
+	Features []string `json:"features,omitempty"`
 }
+
+// Worker features, as in RegisterRequest.Features. Each names a part of
+// a task that a worker without it would silently ignore.
+const (
+	// FeatureInputs: the worker fetches Spec.Inputs (the inputs call)
+	// into the work directory before the command starts.
+	FeatureInputs = "inputs"
+)
 
 // RegisterResponse configures the worker for its session.
 type RegisterResponse struct {

@@ -318,16 +318,19 @@ func ownPrivateDir(dir string) error {
 }
 
 // registerRequest describes the worker, and the attempts it still runs.
+// Features lists all this worker can do: the coordinator gives it only the
+// tasks these cover.
 func (w *worker) registerRequest(running []tasks.LeaseRef) tasks.RegisterRequest {
 	return tasks.RegisterRequest{
-		Name:    w.cfg.Name,
-		Groups:  w.cfg.Groups,
-		Tags:    w.cfg.Tags,
-		Slots:   w.cfg.Slots,
-		Version: w.cfg.Version,
-		OS:      runtime.GOOS,
-		Arch:    runtime.GOARCH,
-		Running: running,
+		Name:     w.cfg.Name,
+		Groups:   w.cfg.Groups,
+		Tags:     w.cfg.Tags,
+		Slots:    w.cfg.Slots,
+		Version:  w.cfg.Version,
+		OS:       runtime.GOOS,
+		Arch:     runtime.GOARCH,
+		Running:  running,
+		Features: []string{tasks.FeatureInputs},
 	}
 }
 

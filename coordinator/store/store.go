@@ -201,4 +201,10 @@ type ClaimParams struct {
 	Max    int
 	TTL    time.Duration
 	Now    time.Time
+	// NoInputs claims only tasks without Spec.Inputs, for a worker too
+	// old to fetch them (it does not announce tasks.FeatureInputs): it
+	// would drop them unread and run the command without its files. The
+	// tasks it passes over stay queued, in their place, for other hosts.
+	// Default false: every task the host may run.
+	NoInputs bool
 }

@@ -20,7 +20,10 @@ import (
 // is missing from the host's (?2); an untagged task runs anywhere. A task
 // that takes another's artifact waits while any source in waits_on is
 // queued or running; the empty list of most tasks is tested first, so that
-// they pay nothing for it.
+// they pay nothing for it. With ?8 set (ClaimParams.NoInputs) only tasks
+// without inputs are picked: CreateTasks writes 'null' for none, which
+// the text test catches, and json_array_length takes '[]' and any other
+// spelling of an empty list.
 const claimSQL = `WITH picked AS (
 	SELECT id, row_number() OVER (ORDER BY priority DESC, id) - 1 AS n
 	FROM (
@@ -32,6 +35,7 @@ const claimSQL = `WITH picked AS (
 		  AND (tasks.waits_on = '[]' OR NOT EXISTS (
 		        SELECT 1 FROM json_each(tasks.waits_on) w JOIN tasks src ON src.id = w.value
 		        WHERE src.state IN ('queued', 'running')))
+		  AND (?8 = 0 OR tasks.inputs = 'null' OR json_array_length(tasks.inputs) = 0)
 		ORDER BY priority DESC, id
 		LIMIT ?3
 	)
@@ -68,7 +72,7 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) ([]tasks.Assignm
 	var out []tasks.Assignment
 	err := s.write(ctx, "claim tasks", func(tx wtx) error {
 		rows, err := tx.QueryContext(ctx, claimSQL, encList(p.Groups), encList(p.Tags), n, string(toks),
-			p.Host, micros(expires), micros(p.Now))
+			p.Host, micros(expires), micros(p.Now), p.NoInputs)
 		if err != nil {
 			return err
 		}

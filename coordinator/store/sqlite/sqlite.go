@@ -174,21 +174,26 @@ func (s *Store) migrate(ctx context.Context) error {
 		applied_at INTEGER NOT NULL)`); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
+	// Under the write lock, like the migrations, so that a process opening
+	// the file while another creates it waits rather than fails.
 	var applied []int
-	rows, err := s.w.QueryContext(ctx, `SELECT version FROM schema_migrations`)
-	if err != nil {
-		return fmt.Errorf("read schema_migrations: %w", err)
-	}
-	for rows.Next() {
-		var v int
-		if err := rows.Scan(&v); err != nil {
-			rows.Close()
-			return fmt.Errorf("read schema_migrations: %w", err)
+	err = s.write(ctx, "read schema_migrations", func(tx wtx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT version FROM schema_migrations`)
+		if err != nil {
+			return err
 		}
-		applied = append(applied, v)
-	}
-	if err := rows.Close(); err != nil {
-		return fmt.Errorf("read schema_migrations: %w", err)
+		defer rows.Close()
+		for rows.Next() {
+			var v int
+			if err := rows.Scan(&v); err != nil {
+				return err
+			}
+			applied = append(applied, v)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return err
 	}
 	if err := store.CheckSchemaVersion(applied, names); err != nil {
 		return err

@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ClaimMax", testClaimMax},
 		{"ClaimConcurrent", testClaimConcurrent},
 		{"ClaimWaitsOnSources", testClaimWaitsOnSources},
+		{"ClaimNoInputs", testClaimNoInputs},
 		{"Renew", testRenew},
 		{"FinishFencing", testFinishFencing},
 		{"RequeueExpired", testRequeueExpired},

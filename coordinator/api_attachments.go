@@ -37,12 +37,8 @@ func attachmentKey(r *http.Request) (string, error) {
 }
 
 func (c *Coordinator) handlePutAttachment(w http.ResponseWriter, r *http.Request, u tasks.User) error {
-	group := r.PathValue("name")
-	key, err := attachmentKey(r)
+	group, key, err := c.attachmentTarget(r, u, tasks.RoleWrite)
 	if err != nil {
-		return err
-	}
-	if _, err := c.requireRole(r.Context(), u, group, tasks.RoleWrite); err != nil {
 		return err
 	}
 	if r.ContentLength > c.cfg.MaxArtifactSize {
@@ -169,12 +165,8 @@ func keyPartProblem(s string) string {
 }
 
 func (c *Coordinator) handleGetAttachment(w http.ResponseWriter, r *http.Request, u tasks.User) error {
-	group := r.PathValue("name")
-	key, err := attachmentKey(r)
+	group, key, err := c.attachmentTarget(r, u, tasks.RoleRead)
 	if err != nil {
-		return err
-	}
-	if _, err := c.requireRole(r.Context(), u, group, tasks.RoleRead); err != nil {
 		return err
 	}
 	resolve := func(ctx context.Context) (storedObject, error) {
@@ -192,12 +184,8 @@ func (c *Coordinator) handleGetAttachment(w http.ResponseWriter, r *http.Request
 }
 
 func (c *Coordinator) handleDeleteAttachment(w http.ResponseWriter, r *http.Request, u tasks.User) error {
-	group := r.PathValue("name")
-	key, err := attachmentKey(r)
+	group, key, err := c.attachmentTarget(r, u, tasks.RoleWrite)
 	if err != nil {
-		return err
-	}
-	if _, err := c.requireRole(r.Context(), u, group, tasks.RoleWrite); err != nil {
 		return err
 	}
 	a, err := c.store.DeleteAttachment(r.Context(), group, key)
@@ -428,4 +416,17 @@ func (c *Coordinator) artifactRoom(ctx context.Context, ref tasks.LeaseRef, name
 		}
 	}
 	return rm, nil
+}
+
+// attachmentTarget reads the group and the cleaned key of an attachment
+// route and checks that u has at least role min in the group.
+func (c *Coordinator) attachmentTarget(r *http.Request, u tasks.User, min tasks.Role) (group, key string, err error) {
+	group = r.PathValue("name")
+	if key, err = attachmentKey(r); err != nil {
+		return "", "", err
+	}
+	if _, err := c.requireRole(r.Context(), u, group, min); err != nil {
+		return "", "", err
+	}
+	return group, key, nil
 }

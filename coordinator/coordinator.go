@@ -84,6 +84,12 @@ type Config struct {
 	// coordinator died is taken over by another one within about 1.5×
 	// HostLeaseTTL. Default 15s.
 	HostLeaseTTL time.Duration
+	// SweepEvery is how often the coordinator looks for objects in the
+	// artifact store that no record points at (left by a crash between
+	// an upload and its record, or by a failed delete) and deletes those
+	// it already found at its previous look. Default 1h; negative
+	// disables the sweep.
+	SweepEvery time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -126,6 +132,9 @@ func (c *Config) setDefaults() {
 	if c.HostLeaseTTL <= 0 {
 		c.HostLeaseTTL = 15 * time.Second
 	}
+	if c.SweepEvery == 0 {
+		c.SweepEvery = time.Hour
+	}
 }
 
 // Log attribute keys, constant so that logs can be searched.
@@ -155,6 +164,8 @@ type Coordinator struct {
 	shimSums sync.Map
 	// hostOps is the state of host operations (api_hosts_ops.go).
 	hostOps *opsState
+	// sweep is the state of the artifact store sweep (sweep.go).
+	sweep sweepState
 
 	// mu guards the fields below, and the mutable fields of every session
 	// (host, env, lastSeen).
@@ -183,7 +194,8 @@ func New(cfg Config) *Coordinator {
 // Handler returns the HTTP handler of the user API and the worker protocol.
 func (c *Coordinator) Handler() http.Handler { return c.handler }
 
-// Run runs the rescuer and the host manager until ctx ends. It returns
+// Run runs the rescuer, the host manager and the artifact store sweep
+// until ctx ends. It returns
 // once every goroutine it started has stopped and every local shim has
 // exited.
 func (c *Coordinator) Run(ctx context.Context) error {
@@ -191,6 +203,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	g.Go(func() error { return c.rescue(ctx) })
 	g.Go(func() error { return c.manageHosts(ctx) })
 	g.Go(func() error { return c.expireSessions(ctx) })
+	g.Go(func() error { return c.sweepLoop(ctx) })
 	return g.Wait()
 }
 

@@ -52,6 +52,7 @@ type coordinatorOptions struct {
 	tlsKey    string
 	sshConfig string
 	reload    time.Duration
+	sweep     time.Duration
 	s3        s3.Config
 	redis     string
 	id        string
@@ -122,6 +123,7 @@ but not the S3 secret key, which comes from MITO_S3_SECRET_KEY only.`,
 	f.DurationVar(&opts.killGrace, "kill-grace", 5*time.Second, "time between SIGTERM and SIGKILL when a task is stopped")
 	f.StringVar(&opts.sshConfig, "ssh-config", os.Getenv("MITO_SSH_CONFIG"), "ssh_config file to honour for SSH hosts (default ~/.ssh/config; \"none\" to ignore it)")
 	f.DurationVar(&opts.reload, "reload-every", 2*time.Second, "how often to look for a changed inventory file (SIGHUP reloads at once; 0 to only reload on SIGHUP)")
+	f.DurationVar(&opts.sweep, "sweep-every", time.Hour, "how often to look for artifact store objects no record points at (left by crashes or failed deletes); one found at two looks in a row is deleted (0 disables)")
 	f.StringVar(&opts.s3.Endpoint, "s3-endpoint", os.Getenv("MITO_S3_ENDPOINT"), "keep artifacts in S3 at this host:port (MinIO, Ceph, AWS, versitygw); default: the data directory")
 	f.StringVar(&opts.s3.Bucket, "s3-bucket", envOr("MITO_S3_BUCKET", "mito-artifacts"), "S3 bucket for artifacts; created when missing")
 	f.StringVar(&opts.s3.Region, "s3-region", envOr("MITO_S3_REGION", "us-east-1"), "S3 region of the bucket")
@@ -306,6 +308,20 @@ func redactURL(s string) string {
 	return u.Redacted()
 }
 
+// minSweepEvery is the shortest --sweep-every: well above the moment
+// between an upload's object and its record, however loaded the store.
+const minSweepEvery = time.Minute
+
+// sweepEvery maps --sweep-every, where 0 disables the sweep, to
+// coordinator.Config.SweepEvery, where 0 is the default and negative
+// disables it.
+func sweepEvery(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
 func runCoordinator(ctx context.Context, opts coordinatorOptions) error {
 	log, err := newLogger(opts.logLevel, opts.logFormat)
 	if err != nil {
@@ -321,6 +337,12 @@ func runCoordinator(ctx context.Context, opts coordinatorOptions) error {
 	}
 	if (opts.tlsCert == "") != (opts.tlsKey == "") {
 		return usagef("--tls-cert and --tls-key go together")
+	}
+	// The sweep deletes an object it found without a record at two looks
+	// in a row; the looks must be far enough apart for any upload to
+	// have recorded its object in between.
+	if opts.sweep < 0 || (opts.sweep > 0 && opts.sweep < minSweepEvery) {
+		return usagef("--sweep-every %s: must be 0 (no sweep) or at least %s", opts.sweep, minSweepEvery)
 	}
 	var hosts []inventory.Host
 	if opts.inventory != "" {
@@ -362,7 +384,8 @@ func runCoordinator(ctx context.Context, opts coordinatorOptions) error {
 		Shims:    shimBinaries(shim),
 		SSH:      ssh.Config{SSHConfig: opts.sshConfig},
 		LeaseTTL: opts.leaseTTL, KillGrace: opts.killGrace,
-		ID: opts.id,
+		ID:         opts.id,
+		SweepEvery: sweepEvery(opts.sweep),
 	})
 	pwFile := filepath.Join(opts.dataDir, "admin-password")
 	created, err := c.EnsureAdmin(ctx, os.Getenv("MITO_ADMIN_PASSWORD"), pwFile)

@@ -40,6 +40,7 @@ var coordinatorConfigKeys = map[string]coordinatorConfigKey{
 	"tls_key":       {"tls-key", "MITO_TLS_KEY"},
 	"ssh_config":    {"ssh-config", "MITO_SSH_CONFIG"},
 	"reload_every":  {"reload-every", ""},
+	"sweep_every":   {"sweep-every", ""},
 	"redis":         {"redis", "MITO_REDIS"},
 	"id":            {"id", "MITO_COORDINATOR_ID"},
 	"s3.endpoint":   {"s3-endpoint", "MITO_S3_ENDPOINT"},

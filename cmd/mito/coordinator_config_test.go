@@ -87,11 +87,11 @@ s3:
 
 func TestCoordinatorConfigDurations(t *testing.T) {
 	clearCoordinatorEnv(t)
-	cmd, err := coordinatorCmdWithConfig(t, writeCoordinatorConfig(t, "lease_ttl: 30s\nreload_every: 1m30s\nkill_grace: 500ms\n"))
+	cmd, err := coordinatorCmdWithConfig(t, writeCoordinatorConfig(t, "lease_ttl: 30s\nreload_every: 1m30s\nkill_grace: 500ms\nsweep_every: 2h\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for flag, want := range map[string]string{"lease-ttl": "30s", "reload-every": "1m30s", "kill-grace": "500ms"} {
+	for flag, want := range map[string]string{"lease-ttl": "30s", "reload-every": "1m30s", "kill-grace": "500ms", "sweep-every": "2h0m0s"} {
 		if got := flagValue(cmd, flag); got != want {
 			t.Errorf("--%s = %q; want %q", flag, got, want)
 		}

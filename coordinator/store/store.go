@@ -152,6 +152,18 @@ type Store interface {
 	// Object, for the caller to delete). ENotFound if none.
 	DeleteAttachment(ctx context.Context, group, key string) (tasks.Attachment, error)
 
+	// ReferencedObjects returns which of keys, artifact store keys, some
+	// record still needs, so that the coordinator's sweep deletes only
+	// objects nothing points at, asking about many in one query. A key
+	// under "attachments/" is referenced when an attachment's Object is
+	// it; a key that ParseArtifactKey reads as an attempt's artifact is
+	// referenced when that artifact is recorded, or when the task is
+	// running that attempt, since its shim may be uploading under the key
+	// and record it next. Every other key is reported referenced: what
+	// the store cannot account for is never an orphan. EInvalid if keys
+	// holds more than MaxObjectBatch keys.
+	ReferencedObjects(ctx context.Context, keys []string) (map[string]bool, error)
+
 	// PutHost creates or replaces a host's record.
 	PutHost(ctx context.Context, h tasks.Host) error
 	// ListHosts returns all hosts ordered by name, with Running counted

@@ -51,6 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AttachmentQuota", testAttachmentQuota},
 		{"ArtifactQuota", testArtifactQuota},
 		{"QuotaConcurrent", testQuotaConcurrent},
+		{"ReferencedObjects", testReferencedObjects},
 		{"Hosts", testHosts},
 		{"HostKeys", testHostKeys},
 		{"HostKeysConcurrent", testHostKeysConcurrent},

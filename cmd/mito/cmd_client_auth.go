@@ -204,7 +204,7 @@ func (o *clientOptions) password(fromStdin bool, env, prompt string, confirm boo
 	}
 	in, ok := o.stdin.(*os.File)
 	if !ok || !isTerminal(in) {
-		return "", usagef("no password: set %s, use --password-stdin, or run on a terminal", env)
+		return "", usagef("no password: set %s, or use --password-stdin or a terminal (a script run by 'mito client -i' has neither)", env)
 	}
 	read := func(prompt string) (string, error) {
 		fmt.Fprint(o.stderr, prompt)

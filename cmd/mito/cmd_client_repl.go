@@ -164,9 +164,24 @@ func (r *repl) do(ctx context.Context, words []string, stdin io.Reader) (quit bo
 			return false, usagef("%s takes no arguments", words[0])
 		}
 		return true, nil
+	case "mito":
+		rest := words[1:]
+		if len(rest) > 0 && rest[0] == "client" {
+			rest = rest[1:]
+		}
+		return false, usagef("type commands without the 'mito client' prefix: %s", strings.Join(rest, " "))
 	case "help":
-		if err := r.run(ctx, append(words[1:len(words):len(words)], "--help"), stdin); err != nil || len(words) > 1 {
-			return false, err
+		topic := words[1:]
+		if len(topic) > 0 && topic[0] != "exit" && topic[0] != "quit" && topic[0] != "help" {
+			if c, rest, err := newRootCmd().Find(append([]string{"client"}, topic...)); err != nil || len(rest) > 0 || c.Name() == "client" {
+				return false, usagef("help: no command %q; 'help' lists them", strings.Join(topic, " "))
+			}
+			return false, r.run(ctx, append(topic[:len(topic):len(topic)], "--help"), stdin)
+		}
+		if len(topic) == 0 { // the commands first, then the REPL's own
+			if err := r.run(ctx, []string{"--help"}, stdin); err != nil {
+				return false, err
+			}
 		}
 		where := "only at a prompt"
 		if r.onTerminal() {

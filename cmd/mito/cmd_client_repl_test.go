@@ -110,6 +110,12 @@ whoami
 		wantErr:  []string{"mito: line 4: task 99 not found\n", "mito: 1 of 5 commands failed, the last at line 4\n"},
 		wantCode: exitNotFound,
 	}, {
+		name:     "help of an unknown command, and a pasted prefix, are errors that say so",
+		script:   "help nosuch\nmito client whoami -q\nhelp exit\n",
+		wantOut:  []string{"exit, quit"},
+		wantErr:  []string{`line 1: help: no command "nosuch"`, "line 2: type commands without the 'mito client' prefix: whoami -q"},
+		wantCode: exitUsage,
+	}, {
 		name:     "the exit status is the last failure's",
 		script:   "tasks get 99\nwhoami extra\nwhoami -q\n",
 		wantOut:  []string{"ann\n"},

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
@@ -252,16 +254,30 @@ func startProgress(w io.Writer, st *waitState) (stop func()) {
 func printWaitTable(w io.Writer, ts []tasks.Task) error {
 	tw := newTable(w)
 	fmt.Fprintln(tw, "ID\tSTATE\tEXIT\tHOST\tDURATION\tERROR")
+	cut := tasks.ID(0) // a task whose error the table cuts short
 	for _, t := range ts {
+		if utf8.RuneCountInString(strings.Join(strings.Fields(t.Error), " ")) > waitErrorWidth {
+			cut = t.ID
+		}
 		dur := "-"
 		if t.StartedAt != nil && t.FinishedAt != nil {
 			dur = t.FinishedAt.Sub(*t.StartedAt).Round(time.Millisecond).String()
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.State, exitText(t), orDash(t.Host), dur,
-			orDash(truncate(t.Error, 60)))
+			orDash(truncate(t.Error, waitErrorWidth)))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if cut != 0 {
+		_, err := fmt.Fprintf(w, "(errors cut short; the whole of one: mito client tasks get %d)\n", cut)
+		return err
+	}
+	return nil
 }
+
+// waitErrorWidth is how much of an error the wait table shows.
+const waitErrorWidth = 60
 
 func dedupIDs(ids []tasks.ID) []tasks.ID {
 	seen := make(map[tasks.ID]bool, len(ids))

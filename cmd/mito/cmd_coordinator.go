@@ -123,7 +123,7 @@ but not the S3 secret key, which comes from MITO_S3_SECRET_KEY only.`,
 	f.DurationVar(&opts.killGrace, "kill-grace", 5*time.Second, "time between SIGTERM and SIGKILL when a task is stopped")
 	f.StringVar(&opts.sshConfig, "ssh-config", os.Getenv("MITO_SSH_CONFIG"), "ssh_config file to honour for SSH hosts (default ~/.ssh/config; \"none\" to ignore it)")
 	f.DurationVar(&opts.reload, "reload-every", 2*time.Second, "how often to look for a changed inventory file (SIGHUP reloads at once; 0 to only reload on SIGHUP)")
-	f.DurationVar(&opts.sweep, "sweep-every", time.Hour, "how often to look for artifact store objects no record points at (left by crashes or failed deletes); one found at two looks in a row is deleted (0 disables)")
+	f.DurationVar(&opts.sweep, "sweep-every", time.Hour, "how often to look for artifact store objects no record points at (left by crashes or failed deletes); one found at two looks in a row is deleted (at least 1m; 0 disables)")
 	f.StringVar(&opts.s3.Endpoint, "s3-endpoint", os.Getenv("MITO_S3_ENDPOINT"), "keep artifacts in S3 at this host:port (MinIO, Ceph, AWS, versitygw); default: the data directory")
 	f.StringVar(&opts.s3.Bucket, "s3-bucket", envOr("MITO_S3_BUCKET", "mito-artifacts"), "S3 bucket for artifacts; created when missing")
 	f.StringVar(&opts.s3.Region, "s3-region", envOr("MITO_S3_REGION", "us-east-1"), "S3 region of the bucket")

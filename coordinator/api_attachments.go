@@ -406,14 +406,12 @@ func (c *Coordinator) artifactRoom(ctx context.Context, ref tasks.LeaseRef, name
 	if err != nil || !rm.limited {
 		return rm, err
 	}
-	as, err := c.store.ListArtifacts(ctx, ref.Task)
+	a, found, err := c.attemptArtifact(ctx, ref.Task, ref.Attempt, name)
 	if err != nil {
 		return room{}, err
 	}
-	for _, a := range as {
-		if a.Attempt == ref.Attempt && a.Name == name {
-			rm.replaced = a.Size
-		}
+	if found {
+		rm.replaced = a.Size
 	}
 	return rm, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -378,18 +379,16 @@ func (c *Coordinator) handleDownloadArtifact(w http.ResponseWriter, r *http.Requ
 	if err != nil {
 		return err
 	}
-	as, err := c.store.ListArtifacts(r.Context(), t.ID)
+	notFound := tasks.Errorf(tasks.ENotFound, "task %d has no artifact %q", t.ID, name)
+	if attempt < 0 || attempt > math.MaxInt32 { // no attempt is numbered so
+		return notFound
+	}
+	found, err := c.store.GetArtifact(r.Context(), t.ID, int(attempt), name) // 0: the latest that has it
+	if errors.Is(err, tasks.ErrNotFound) {
+		return notFound
+	}
 	if err != nil {
 		return err
-	}
-	var found *tasks.Artifact
-	for i := range as { // ordered by attempt: the last match is the latest
-		if as[i].Name == name && (attempt == 0 || int64(as[i].Attempt) == attempt) {
-			found = &as[i]
-		}
-	}
-	if found == nil {
-		return tasks.Errorf(tasks.ENotFound, "task %d has no artifact %q", t.ID, name)
 	}
 	w.Header().Set("X-Mito-Attempt", strconv.Itoa(found.Attempt))
 	return c.sendObject(w, r, "artifact", artifactKey(t.ID, found.Attempt, found.Name), found.SHA256, logTask, t.ID, "name", name)

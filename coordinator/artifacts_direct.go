@@ -219,17 +219,14 @@ func (c *Coordinator) dropOrphan(ctx context.Context, ref tasks.LeaseRef, name, 
 // upload's then: a shim re-uploading a name within one attempt sends the
 // same file.)
 func (c *Coordinator) dropUnrecorded(ctx context.Context, ref tasks.LeaseRef, name, key string) {
-	as, err := c.store.ListArtifacts(ctx, ref.Task)
+	_, found, err := c.attemptArtifact(ctx, ref.Task, ref.Attempt, name)
 	if err != nil {
-		c.log.Warn("list artifacts; refused upload left in place", logTask, ref.Task, "key", key, logErr, err)
+		c.log.Warn("get artifact; refused upload left in place", logTask, ref.Task, "key", key, logErr, err)
 		return
 	}
-	for _, a := range as {
-		if a.Attempt == ref.Attempt && a.Name == name {
-			return
-		}
+	if !found {
+		c.deleteArtifact(ctx, key)
 	}
-	c.deleteArtifact(ctx, key)
 }
 
 func (c *Coordinator) deleteArtifact(ctx context.Context, key string) {

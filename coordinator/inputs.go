@@ -30,14 +30,19 @@ type inputChecker struct {
 	// attachments records whether group/key exists.
 	attachments map[[2]string]bool
 	// sources holds each task input's source task, readable by u, and its
-	// artifact names; a nil entry is a task u may not know of.
+	// artifact names looked up so far; a nil entry is a task u may not
+	// know of.
 	sources map[tasks.ID]*inputSource
 }
 
 // inputSource is a task another task takes an artifact of.
 type inputSource struct {
-	task  tasks.Task
-	names map[string]bool // its artifacts' names, of every attempt
+	task tasks.Task
+	// names records, for each name looked up, whether the task's last
+	// (succeeded) attempt has an artifact of that name. It is filled one
+	// name at a time: the task may have tens of thousands, of which the
+	// batch names a few.
+	names map[string]bool
 }
 
 func (c *Coordinator) newInputChecker(u tasks.User) *inputChecker {
@@ -74,13 +79,34 @@ func (ic *inputChecker) check(ctx context.Context, spec tasks.Spec) error {
 			// A task of a group the caller cannot read looks missing, as
 			// everywhere else.
 			return tasks.Invalid(field, "%s: no task %d", in, in.Task)
-		case src.task.State.Final() && src.task.State != tasks.Succeeded:
+		case !src.task.State.Final():
+			// Accepted: the task waits for its source to end.
+		case src.task.State != tasks.Succeeded:
 			return tasks.Invalid(field, "%s: task %d ended %s; inputs come only from a task that succeeded", in, in.Task, src.task.State)
-		case src.task.State.Final() && !src.names[in.Artifact]:
-			return tasks.Invalid(field, "%s: task %d succeeded without an artifact %s", in, in.Task, in.Artifact)
+		default:
+			has, err := ic.has(ctx, src, in.Artifact)
+			if err != nil {
+				return err
+			}
+			if !has {
+				return tasks.Invalid(field, "%s: task %d succeeded without an artifact %s", in, in.Task, in.Artifact)
+			}
 		}
 	}
 	return nil
+}
+
+// has reports whether the succeeded attempt of src left an artifact name.
+func (ic *inputChecker) has(ctx context.Context, src *inputSource, name string) (bool, error) {
+	if found, seen := src.names[name]; seen {
+		return found, nil
+	}
+	_, found, err := ic.c.attemptArtifact(ctx, src.task.ID, src.task.Attempt, name)
+	if err != nil {
+		return false, err
+	}
+	src.names[name] = found
+	return found, nil
 }
 
 // source looks up a task input's source task, or returns nil when it does
@@ -105,17 +131,6 @@ func (ic *inputChecker) source(ctx context.Context, id tasks.ID) (*inputSource, 
 		return nil, err
 	}
 	src := &inputSource{task: t, names: map[string]bool{}}
-	if t.State == tasks.Succeeded {
-		as, err := ic.c.store.ListArtifacts(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		for _, a := range as {
-			if a.Attempt == t.Attempt {
-				src.names[a.Name] = true
-			}
-		}
-	}
 	ic.sources[id] = src
 	return src, nil
 }
@@ -152,26 +167,38 @@ func (c *Coordinator) resolveInput(ctx context.Context, t tasks.Task, in tasks.I
 			return storedObject{}, missing
 		}
 	}
-	as, err := c.store.ListArtifacts(ctx, src.ID)
-	if err != nil {
-		return storedObject{}, err
-	}
 	switch {
 	case !src.State.Final():
 		return storedObject{}, tasks.Errorf(tasks.ENotFound, "input %s: task %d has not ended (it is %s)", in, src.ID, src.State)
 	case src.State != tasks.Succeeded:
 		return storedObject{}, tasks.Errorf(tasks.ENotFound, "input %s: task %d ended %s; inputs come only from a task that succeeded", in, src.ID, src.State)
 	}
-	var found *tasks.Artifact
-	for i := range as { // the succeeded attempt's, not an earlier one's
-		if as[i].Attempt == src.Attempt && as[i].Name == in.Artifact {
-			found = &as[i]
-		}
+	// The succeeded attempt's, not an earlier one's.
+	a, found, err := c.attemptArtifact(ctx, src.ID, src.Attempt, in.Artifact)
+	if err != nil {
+		return storedObject{}, err
 	}
-	if found == nil {
+	if !found {
 		return storedObject{}, tasks.Errorf(tasks.ENotFound, "input %s: task %d succeeded without an artifact %s", in, src.ID, in.Artifact)
 	}
-	return storedObject{key: artifactKey(src.ID, found.Attempt, found.Name), sha256: found.SHA256}, nil
+	return storedObject{key: artifactKey(src.ID, a.Attempt, a.Name), sha256: a.SHA256}, nil
+}
+
+// attemptArtifact looks up the artifact name of one attempt of task id,
+// and reports whether there is one. Attempts are numbered from 1: an
+// attempt below that has none, and is not the store's 0, "the latest".
+func (c *Coordinator) attemptArtifact(ctx context.Context, id tasks.ID, attempt int, name string) (tasks.Artifact, bool, error) {
+	if attempt < 1 {
+		return tasks.Artifact{}, false, nil
+	}
+	a, err := c.store.GetArtifact(ctx, id, attempt, name)
+	if errors.Is(err, tasks.ErrNotFound) {
+		return tasks.Artifact{}, false, nil
+	}
+	if err != nil {
+		return tasks.Artifact{}, false, err
+	}
+	return a, true, nil
 }
 
 // handleFetchInput streams one input of a running attempt, for the shim to

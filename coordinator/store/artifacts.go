@@ -18,3 +18,21 @@ func CheckArtifactSelection(attempt int) error {
 func ArtifactsInUse(id tasks.ID) *tasks.Error {
 	return tasks.Errorf(tasks.EConflict, "task %d is running: its shim may still be uploading artifacts; delete them once it has ended, or cancel it first", id)
 }
+
+// CheckArtifactAttempt returns GetArtifact's EInvalid error for attempt,
+// or nil.
+func CheckArtifactAttempt(attempt int) error {
+	if attempt < 0 {
+		return tasks.Invalid("attempt", "must be 0 (the latest that has the artifact) or a positive attempt number, got %d", attempt)
+	}
+	return nil
+}
+
+// ArtifactNotFound is GetArtifact's ENotFound error, the same from every
+// store.
+func ArtifactNotFound(id tasks.ID, attempt int, name string) *tasks.Error {
+	if attempt == 0 {
+		return tasks.Errorf(tasks.ENotFound, "task %d has no artifact %q", id, name)
+	}
+	return tasks.Errorf(tasks.ENotFound, "task %d attempt %d has no artifact %q", id, attempt, name)
+}

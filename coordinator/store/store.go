@@ -115,6 +115,15 @@ type Store interface {
 	// ListArtifacts returns a task's artifacts, of every attempt, ordered
 	// by attempt then name.
 	ListArtifacts(ctx context.Context, id tasks.ID) ([]tasks.Artifact, error)
+	// GetArtifact returns one artifact record of task id: that of attempt
+	// named name, or with attempt 0 that of the latest attempt that has
+	// one of that name, as a download naming no attempt wants. It is one
+	// index probe however many artifacts the task has, so that the paths
+	// that need one record (quota checks of uploads, input fetches,
+	// downloads) do not list them all. ENotFound, naming the task and the
+	// artifact, if there is none (nor any such task); EInvalid if
+	// attempt < 0.
+	GetArtifact(ctx context.Context, id tasks.ID, attempt int, name string) (tasks.Artifact, error)
 	// DeleteArtifacts removes the artifact records of task id, those of
 	// attempt (0: every attempt) whose names are in names (empty: every
 	// name), and credits their sizes to the task's group, in one

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
@@ -157,6 +158,38 @@ func (s *Store) ListArtifacts(ctx context.Context, id tasks.ID) ([]tasks.Artifac
 		return nil, fmt.Errorf("list artifacts: %w", err)
 	}
 	return out, nil
+}
+
+// GetArtifact returns one artifact record of a task. Either query is one
+// probe of an index: the primary key (task_id, attempt, name) for an
+// attempt, task_artifacts_name (task_id, name, attempt) for the latest,
+// which the primary key would serve only by scanning every artifact of
+// the later attempts. No stored name or attempt is what a text or integer
+// parameter cannot hold, so such a lookup finds nothing without asking.
+func (s *Store) GetArtifact(ctx context.Context, id tasks.ID, attempt int, name string) (tasks.Artifact, error) {
+	if err := store.CheckArtifactAttempt(attempt); err != nil {
+		return tasks.Artifact{}, err
+	}
+	if !textSafe(name) || attempt > math.MaxInt32 {
+		return tasks.Artifact{}, store.ArtifactNotFound(id, attempt, name)
+	}
+	const cols = `SELECT attempt, name, size, sha256, created_at FROM task_artifacts`
+	var row pgx.Row
+	if attempt == 0 {
+		row = s.pool.QueryRow(ctx, cols+` WHERE task_id = $1 AND name = $2 ORDER BY attempt DESC LIMIT 1`, int64(id), name)
+	} else {
+		row = s.pool.QueryRow(ctx, cols+` WHERE task_id = $1 AND attempt = $2 AND name = $3`, int64(id), attempt, name)
+	}
+	a := tasks.Artifact{Task: id}
+	err := row.Scan(&a.Attempt, &a.Name, &a.Size, &a.SHA256, &a.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return tasks.Artifact{}, store.ArtifactNotFound(id, attempt, name)
+	}
+	if err != nil {
+		return tasks.Artifact{}, fmt.Errorf("get artifact: %w", err)
+	}
+	a.CreatedAt = a.CreatedAt.UTC()
+	return a, nil
 }
 
 // PutHost creates or replaces a host's record.

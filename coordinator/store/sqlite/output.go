@@ -116,6 +116,35 @@ func (s *Store) ListArtifacts(ctx context.Context, id tasks.ID) ([]tasks.Artifac
 	return out, nil
 }
 
+// GetArtifact returns one artifact record of a task. Either query is one
+// probe of an index: the primary key (task_id, attempt, name) for an
+// attempt, task_artifacts_name (task_id, name, attempt) for the latest,
+// which the primary key would serve only by scanning every artifact of
+// the later attempts.
+func (s *Store) GetArtifact(ctx context.Context, id tasks.ID, attempt int, name string) (tasks.Artifact, error) {
+	if err := store.CheckArtifactAttempt(attempt); err != nil {
+		return tasks.Artifact{}, err
+	}
+	const cols = `SELECT task_id, attempt, name, size, sha256, created_at FROM task_artifacts`
+	var row *sql.Row
+	if attempt == 0 {
+		row = s.r.QueryRowContext(ctx, cols+` WHERE task_id = ? AND name = ? ORDER BY attempt DESC LIMIT 1`, int64(id), name)
+	} else {
+		row = s.r.QueryRowContext(ctx, cols+` WHERE task_id = ? AND attempt = ? AND name = ?`, int64(id), attempt, name)
+	}
+	var a tasks.Artifact
+	var created int64
+	err := row.Scan(&a.Task, &a.Attempt, &a.Name, &a.Size, &a.SHA256, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return tasks.Artifact{}, store.ArtifactNotFound(id, attempt, name)
+	}
+	if err != nil {
+		return tasks.Artifact{}, fmt.Errorf("get artifact: %w", err)
+	}
+	a.CreatedAt = fromMicros(created)
+	return a, nil
+}
+
 // PutHost creates or replaces a host's record.
 func (s *Store) PutHost(ctx context.Context, h tasks.Host) error {
 	if h.UpdatedAt.IsZero() {

@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Logs", testLogs},
 		{"Artifacts", testArtifacts},
 		{"DeleteArtifacts", testDeleteArtifacts},
+		{"GetArtifact", testGetArtifact},
 		{"Attachments", testAttachments},
 		{"AttachmentQuota", testAttachmentQuota},
 		{"ArtifactQuota", testArtifactQuota},

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
@@ -54,9 +55,11 @@ type coordinatorOptions struct {
 	reload    time.Duration
 	sweep     time.Duration
 	s3        s3.Config
-	redis     string
-	id        string
-	config    string
+	// s3PartSize is --s3-part-size as given ("16MiB"), parsed when S3 opens.
+	s3PartSize string
+	redis      string
+	id         string
+	config     string
 }
 
 func newCoordinatorCmd() *cobra.Command {
@@ -128,6 +131,7 @@ but not the S3 secret key, which comes from MITO_S3_SECRET_KEY only.`,
 	f.StringVar(&opts.s3.Bucket, "s3-bucket", envOr("MITO_S3_BUCKET", "mito-artifacts"), "S3 bucket for artifacts; created when missing")
 	f.StringVar(&opts.s3.Region, "s3-region", envOr("MITO_S3_REGION", "us-east-1"), "S3 region of the bucket")
 	f.StringVar(&opts.s3.Prefix, "s3-prefix", os.Getenv("MITO_S3_PREFIX"), "key prefix inside the bucket, to share it")
+	f.StringVar(&opts.s3PartSize, "s3-part-size", envOr("MITO_S3_PART_SIZE", "16MiB"), "S3 multipart part size, 5MiB to 5GiB: each relayed upload holds one part in memory, and an object has at most 10,000 parts")
 	f.BoolVar(&opts.s3.Secure, "s3-tls", os.Getenv("MITO_S3_TLS") == "true", "reach S3 over https")
 	f.StringVar(&opts.s3.AccessKey, "s3-access-key", os.Getenv("MITO_S3_ACCESS_KEY"), "S3 access key (or MITO_S3_ACCESS_KEY); the secret key is read from MITO_S3_SECRET_KEY only, never from a flag")
 	f.StringVar(&opts.redis, "redis", os.Getenv("MITO_REDIS"), "Redis URL (redis://[:password@]host:port/db) for live events shared by several coordinators; default: in-process")
@@ -276,6 +280,11 @@ func openArtifacts(ctx context.Context, opts coordinatorOptions) (artifacts.Stor
 		return st, "directory " + dir, nil
 	}
 	cfg := opts.s3
+	part, err := humanize.ParseBytes(opts.s3PartSize)
+	if err != nil || part < 5<<20 || part > 5<<30 {
+		return nil, "", usagef("--s3-part-size %q: want a size from 5MiB to 5GiB, such as 16MiB", opts.s3PartSize)
+	}
+	cfg.PartSize = part
 	cfg.SecretKey = os.Getenv("MITO_S3_SECRET_KEY")
 	if cfg.AccessKey == "" || cfg.SecretKey == "" {
 		return nil, "", usagef("--s3-endpoint needs credentials: set MITO_S3_ACCESS_KEY (or --s3-access-key) and MITO_S3_SECRET_KEY")

@@ -48,6 +48,7 @@ var coordinatorConfigKeys = map[string]coordinatorConfigKey{
 	"s3.region":     {"s3-region", "MITO_S3_REGION"},
 	"s3.prefix":     {"s3-prefix", "MITO_S3_PREFIX"},
 	"s3.tls":        {"s3-tls", "MITO_S3_TLS"},
+	"s3.part_size":  {"s3-part-size", "MITO_S3_PART_SIZE"},
 	"s3.access_key": {"s3-access-key", "MITO_S3_ACCESS_KEY"},
 }
 

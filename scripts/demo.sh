@@ -2,7 +2,8 @@
 # The demo behind `make demo`: a coordinator on the embedded default (SQLite
 # and artifacts under .demo/data) with the two local hosts of
 # examples/inventories/local.yaml; a few tasks submitted, waited for and
-# shown; then everything stopped.
+# shown, and a two-step pipeline fed by an attachment; then everything
+# stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -74,8 +75,26 @@ for id in $IDS; do
     cat "$DEMO/artifacts/$id"/*.csv
   fi
 done
+
+step "a pipeline: an attachment in, one task's artifact into the next"
+seq 1000 > "$DEMO/numbers.txt"
+echo '$ mito client attachments upload .demo/numbers.txt data/numbers.txt'
+"$MITO" client attachments upload "$DEMO/numbers.txt" data/numbers.txt
+echo "\$ mito client submit --input attachment:data/numbers.txt --shell 'awk ... > \$MITO_OUTPUT_DIR/sum.txt'"
+sum=$("$MITO" client submit -q -l demo --input attachment:data/numbers.txt \
+  --shell 'awk "{s += \$1} END {print s}" data/numbers.txt > "$MITO_OUTPUT_DIR/sum.txt"')
+echo "submitted task $sum"
+echo "\$ mito client submit --input task:$sum/sum.txt=in/sum.txt cat in/sum.txt   # waits for task $sum"
+show=$("$MITO" client submit -q -l demo --input "task:$sum/sum.txt=in/sum.txt" cat in/sum.txt)
+echo "submitted task $show"
+"$MITO" client tasks wait "$sum" "$show"
+step "mito client tasks logs $show"
+"$MITO" client tasks logs "$show"
+step "mito client groups get admin"
+"$MITO" client groups get admin
+
 echo
-echo "The coordinator keeps its state in .demo/data/mito.db and the artifacts under .demo/data/artifacts."
+echo "The coordinator keeps its state in .demo/data/mito.db and the artifacts and attachments under .demo/data/artifacts."
 
 step "stopping the coordinator"
 stop

@@ -172,6 +172,9 @@ func runClientArtifactsDownload(ctx context.Context, gopts *clientOptions, opts 
 			return nil
 		}
 	}
+	if st, err := os.Stat(opts.dir); err == nil && !st.IsDir() {
+		return usagef("-o %s: is a file; artifacts go into a directory", opts.dir)
+	}
 	if err := os.MkdirAll(opts.dir, 0o755); err != nil {
 		return fmt.Errorf("create output directory: %w", err)
 	}

@@ -377,3 +377,20 @@ func TestArtifactsDelete(t *testing.T) {
 		t.Errorf("delete --all -o json of nothing printed %q; want []", out)
 	}
 }
+
+// TestArtifactsDownloadIntoAFile: -o naming a file is a usage error that
+// says so, before anything is fetched.
+func TestArtifactsDownloadIntoAFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"artifacts":[{"task":7,"attempt":1,"name":"a.txt","size":1,"sha256":"00"}]}`)
+	})
+	_, errOut, code := runClientWith(t, h, "tasks", "artifacts", "download", "7", "-o", file)
+	if code != exitUsage || !strings.Contains(errOut, "is a file") {
+		t.Errorf("download -o FILE: exit %d, stderr %q; want a usage error saying it is a file", code, errOut)
+	}
+}

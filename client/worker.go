@@ -121,6 +121,19 @@ func (c *Client) CommitArtifact(ctx context.Context, req tasks.CommitRequest) (*
 	return &a, nil
 }
 
+// PresignInput asks for a URL to fetch an input of the leased attempt
+// straight from the artifact store. It fails as FetchInput does for an
+// input that cannot be had, and with a tasks.EInvalid error on the field
+// "artifacts" when the coordinator wants the input fetched through it.
+func (c *Client) PresignInput(ctx context.Context, req tasks.InputPresignRequest) (*tasks.InputPresignResponse, error) {
+	var resp tasks.InputPresignResponse
+	path := fmt.Sprintf("/worker/v1/tasks/%d/inputs-presign", req.Lease.Task)
+	if err := c.do(ctx, http.MethodPost, path, req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
 // FetchInput opens input number index (in Spec.Inputs order) of an
 // attempt for reading, streaming it rather than holding it in memory. It
 // returns the body, which the caller must close, its size (-1 when the

@@ -289,19 +289,28 @@ const resolveRetries = 3
 // the object is missing still under the same key: both say what the user
 // asked for, never the object key, which is internal.
 func (c *Coordinator) sendCurrent(w http.ResponseWriter, r *http.Request, what string, resolve func(context.Context) (storedObject, error), gone error, logArgs ...any) error {
-	obj, err := resolve(r.Context())
+	return c.withCurrent(r.Context(), what, resolve, gone, func(obj storedObject) error {
+		return c.sendObject(w, r, what, obj.key, obj.sha256, logArgs...)
+	}, logArgs...)
+}
+
+// withCurrent calls use with the object resolve finds now, resolving
+// again as sendCurrent says while use finds the object missing
+// (tasks.ErrNotFound): the presigned input fetch needs the same care.
+func (c *Coordinator) withCurrent(ctx context.Context, what string, resolve func(context.Context) (storedObject, error), gone error, use func(storedObject) error, logArgs ...any) error {
+	obj, err := resolve(ctx)
 	if err != nil {
 		return err
 	}
 	for retry := 0; ; retry++ {
-		err := c.sendObject(w, r, what, obj.key, obj.sha256, logArgs...)
+		err := use(obj)
 		if !errors.Is(err, tasks.ErrNotFound) {
 			return err
 		}
 		if retry == resolveRetries {
 			return gone
 		}
-		again, err := resolve(r.Context())
+		again, err := resolve(ctx)
 		if err != nil {
 			return err
 		}

@@ -19,8 +19,8 @@ import (
 	"github.com/mitolab/mito/tasks"
 )
 
-// presignStore is an in-memory artifact store that presigns uploads, like
-// S3: its PUT URLs point at its own HTTP server.
+// presignStore is an in-memory artifact store that presigns uploads and
+// downloads, like S3: its URLs point at its own HTTP server.
 type presignStore struct {
 	srv *httptest.Server
 	mu  sync.Mutex
@@ -30,8 +30,19 @@ type presignStore struct {
 func newPresignStore(t *testing.T) *presignStore {
 	s := &presignStore{obj: map[string][]byte{}}
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPut || r.URL.Query().Get("sig") != "ok" {
+		if (r.Method != http.MethodPut && r.Method != http.MethodGet) || r.URL.Query().Get("sig") != "ok" {
 			http.Error(w, "<Error><Code>SignatureDoesNotMatch</Code></Error>", http.StatusForbidden)
+			return
+		}
+		if r.Method == http.MethodGet {
+			s.mu.Lock()
+			b, ok := s.obj[strings.TrimPrefix(r.URL.Path, "/")]
+			s.mu.Unlock()
+			if !ok {
+				http.Error(w, "<Error><Code>NoSuchKey</Code></Error>", http.StatusNotFound)
+				return
+			}
+			_, _ = w.Write(b)
 			return
 		}
 		b, err := io.ReadAll(r.Body)
@@ -88,6 +99,10 @@ func (s *presignStore) List(ctx context.Context, prefix string) ([]string, error
 }
 
 func (s *presignStore) PresignPut(ctx context.Context, key string, expiry time.Duration) (*url.URL, error) {
+	return url.Parse(s.srv.URL + "/" + key + "?sig=ok")
+}
+
+func (s *presignStore) PresignGet(ctx context.Context, key string, expiry time.Duration, filename string) (*url.URL, error) {
 	return url.Parse(s.srv.URL + "/" + key + "?sig=ok")
 }
 

@@ -85,6 +85,7 @@ func (c *Coordinator) routes() http.Handler {
 	worker("POST /worker/v1/tasks/{id}/artifacts-presign", c.handlePresignArtifact)
 	worker("POST /worker/v1/tasks/{id}/artifacts-commit", c.handleCommitArtifact)
 	worker("GET /worker/v1/tasks/{id}/inputs/{index}", c.handleFetchInput)
+	worker("POST /worker/v1/tasks/{id}/inputs-presign", c.handlePresignInput)
 	worker("POST /worker/v1/tasks/{id}/finish", c.handleFinish)
 
 	anon("GET /healthz", func(w http.ResponseWriter, r *http.Request) error {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/mitolab/mito/tasks"
 )
@@ -213,17 +215,35 @@ func (c *Coordinator) handleFetchInput(w http.ResponseWriter, r *http.Request, s
 	if err != nil || index < 0 {
 		return tasks.Invalid("index", "%q is not an input index", r.PathValue("index"))
 	}
-	if stale, err := c.store.Renew(r.Context(), []tasks.LeaseRef{ref}, c.cfg.Now().UTC(), c.cfg.LeaseTTL); err != nil {
-		return err
-	} else if len(stale) > 0 {
-		return tasks.Errorf(tasks.EStaleLease, "task %d attempt %d: lease is no longer current", ref.Task, ref.Attempt)
-	}
-	t, err := c.store.GetTask(r.Context(), ref.Task)
+	in, err := c.leasedInput(r.Context(), ref, index)
 	if err != nil {
 		return err
 	}
-	if index >= len(t.Inputs) {
-		return tasks.Invalid("index", "task %d has %d inputs, numbered from 0", t.ID, len(t.Inputs))
+	return c.sendCurrent(w, r, "input", in.resolve, in.gone, in.logArgs...)
+}
+
+// leasedInput is one input of a leased attempt, as the fetch and presign
+// calls resolve it.
+type leasedInput struct {
+	resolve func(context.Context) (storedObject, error)
+	// gone is the ENotFound error, naming the input, for an object that is
+	// missing though its record is there.
+	gone    error
+	logArgs []any
+}
+
+// leasedInput renews ref, or says it is stale, and finds input number
+// index of its task.
+func (c *Coordinator) leasedInput(ctx context.Context, ref tasks.LeaseRef, index int) (leasedInput, error) {
+	if err := c.checkLease(ctx, ref); err != nil {
+		return leasedInput{}, err
+	}
+	t, err := c.store.GetTask(ctx, ref.Task)
+	if err != nil {
+		return leasedInput{}, err
+	}
+	if index < 0 || index >= len(t.Inputs) {
+		return leasedInput{}, tasks.Invalid("index", "task %d has %d inputs, numbered from 0", t.ID, len(t.Inputs))
 	}
 	in := t.Inputs[index]
 	// An attachment replaced while it is fetched is fetched anew (see
@@ -233,6 +253,80 @@ func (c *Coordinator) handleFetchInput(w http.ResponseWriter, r *http.Request, s
 	if in.Attachment != "" {
 		gone = tasks.Errorf(tasks.ENotFound, "input %s: the bytes of attachment %s of group %s are no longer stored", in, in.Attachment, t.Group)
 	}
-	resolve := func(ctx context.Context) (storedObject, error) { return c.resolveInput(ctx, t, in) }
-	return c.sendCurrent(w, r, "input", resolve, gone, logTask, t.ID, logAttempt, ref.Attempt, "input", in.String())
+	return leasedInput{
+		resolve: func(ctx context.Context) (storedObject, error) { return c.resolveInput(ctx, t, in) },
+		gone:    gone,
+		logArgs: []any{logTask, t.ID, logAttempt, ref.Attempt, "input", in.String()},
+	}, nil
+}
+
+// getPresigner is an artifact store that can hand out download URLs and
+// tell the size of an object (s3.Store).
+type getPresigner interface {
+	PresignGet(ctx context.Context, key string, expiry time.Duration, filename string) (*url.URL, error)
+	Stat(ctx context.Context, key string) (int64, error)
+}
+
+// errNoPresignGet answers the presigned input fetch when the worker must
+// fetch through the coordinator. The field is the one the artifact
+// presign refuses on, which the worker takes for "relay".
+func errNoPresignGet(why string) error {
+	return &tasks.Error{Code: tasks.EInvalid, Field: "artifacts", Message: "inputs: " + why + "; fetch inputs through the coordinator"}
+}
+
+// handlePresignInput answers a presigned GET of one input of a running
+// attempt, so that the shim fetches it straight from the store rather
+// than through its link. It is fenced and resolves the input exactly as
+// handleFetchInput does; the size comes from the store (Stat also finds an
+// object deleted since it was resolved), the sha256 from the record.
+func (c *Coordinator) handlePresignInput(w http.ResponseWriter, r *http.Request, s *session) error {
+	var req tasks.InputPresignRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	ref := req.Lease
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	if ref.Task != id {
+		return tasks.Invalid("lease.task", "is %d but the path says %d", ref.Task, id)
+	}
+	if ref.Attempt < 1 || ref.Token == "" {
+		return tasks.Invalid("lease", "needs an attempt and a token")
+	}
+	if req.Index < 0 {
+		return tasks.Invalid("index", "%d is not an input index", req.Index)
+	}
+	p, ok := c.cfg.Artifacts.(getPresigner)
+	if !ok {
+		return errNoPresignGet("the artifact store cannot serve direct downloads")
+	}
+	if c.artifactsMode(s) == tasks.ArtifactsRelay {
+		return errNoPresignGet("this host relays through the coordinator")
+	}
+	in, err := c.leasedInput(r.Context(), ref, req.Index)
+	if err != nil {
+		return err
+	}
+	var resp tasks.InputPresignResponse
+	err = c.withCurrent(r.Context(), "input", in.resolve, in.gone, func(obj storedObject) error {
+		size, err := p.Stat(r.Context(), obj.key)
+		if err != nil {
+			return fmt.Errorf("stat input: %w", err)
+		}
+		expires := c.cfg.Now().UTC().Add(presignExpiry)
+		u, err := p.PresignGet(r.Context(), obj.key, presignExpiry, "")
+		if err != nil {
+			return fmt.Errorf("presign input download: %w", err)
+		}
+		resp = tasks.InputPresignResponse{URL: u.String(), Method: http.MethodGet, Expires: expires, Size: size, SHA256: obj.sha256}
+		return nil
+	}, in.logArgs...)
+	if err != nil {
+		return err
+	}
+	c.log.Debug("input presigned", append(in.logArgs, "size", resp.Size)...)
+	writeJSON(w, http.StatusOK, resp)
+	return nil
 }

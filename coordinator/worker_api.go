@@ -114,16 +114,19 @@ func (c *Coordinator) workerSession(h func(http.ResponseWriter, *http.Request, *
 
 func (c *Coordinator) registerResponse(s *session) tasks.RegisterResponse {
 	h := c.hostOf(s)
+	mode := c.artifactsMode(s)
+	_, canGet := c.cfg.Artifacts.(getPresigner)
 	return tasks.RegisterResponse{
-		Session:   s.id,
-		Host:      h.Name,
-		Slots:     h.Slots,
-		Env:       c.hostEnv(s),
-		LeaseTTL:  tasks.Duration(c.cfg.LeaseTTL),
-		Heartbeat: tasks.Duration(c.cfg.LeaseTTL / 3),
-		LogCap:    c.cfg.LogCap,
-		KillGrace: tasks.Duration(c.cfg.KillGrace),
-		Artifacts: c.artifactsMode(s),
+		Session:      s.id,
+		Host:         h.Name,
+		Slots:        h.Slots,
+		Env:          c.hostEnv(s),
+		LeaseTTL:     tasks.Duration(c.cfg.LeaseTTL),
+		Heartbeat:    tasks.Duration(c.cfg.LeaseTTL / 3),
+		LogCap:       c.cfg.LogCap,
+		KillGrace:    tasks.Duration(c.cfg.KillGrace),
+		Artifacts:    mode,
+		DirectInputs: canGet && mode != tasks.ArtifactsRelay,
 	}
 }
 

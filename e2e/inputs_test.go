@@ -13,7 +13,8 @@ import (
 )
 
 // TestInputs: tasks take other tasks' artifacts and group attachments as
-// files in their work directory, through the real shim and S3; an input
+// files in their work directory, through the real shim and straight from
+// S3 by presigned URL (the host has `artifacts: direct`); an input
 // deleted after submission fails its task with an error naming it, and
 // the command never runs.
 func TestInputs(t *testing.T) {
@@ -60,6 +61,19 @@ func TestInputs(t *testing.T) {
 	}
 	if out := l.mustRun(nil, "client", "tasks", "logs", id(t3)); out != data {
 		t.Errorf("task 3 printed %q; want the attachment %q", out, data)
+	}
+
+	// On S3 with `artifacts: direct`, the shim fetched both inputs
+	// straight from the store by presigned URL, and nobody logged one.
+	logs := l.logs.String()
+	if n := strings.Count(logs, "input presigned"); n < 2 {
+		t.Errorf("the coordinator log shows %d input presigns; want one for each of tasks 2 and 3", n)
+	}
+	if n := strings.Count(logs, "input fetched directly"); n < 2 {
+		t.Errorf("the shim log shows %d direct input fetches; want one for each of tasks 2 and 3", n)
+	}
+	if strings.Contains(logs, "X-Amz-Signature") || strings.Contains(logs, "through the coordinator") {
+		t.Errorf("the log shows a presigned URL, or the shim fell back to the relay")
 	}
 
 	// Refused at submission: an attachment that does not exist.

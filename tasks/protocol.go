@@ -14,6 +14,7 @@ import "time"
 //	POST /worker/v1/tasks/{id}/artifacts-presign  PresignRequest → PresignResponse
 //	POST /worker/v1/tasks/{id}/artifacts-commit   CommitRequest  → Artifact
 //	GET  /worker/v1/tasks/{id}/inputs/{index}      → raw bytes; query attempt; header X-Mito-Lease
+//	POST /worker/v1/tasks/{id}/inputs-presign      InputPresignRequest → InputPresignResponse
 //	POST /worker/v1/tasks/{id}/finish    FinishRequest    → Task
 //
 // Calls after register carry the session in the X-Mito-Session header.
@@ -24,6 +25,14 @@ import "time"
 // task that ended without the artifact or has not made it yet) is a 404
 // whose message names the input; the worker fails the attempt with that
 // message without running the command.
+//
+// The inputs-presign call is the direct way to the same bytes, for a
+// session whose Artifacts mode is not relay: it resolves the input as the
+// inputs call does (the same 404s) and answers a presigned GET URL on the
+// artifact store with the size and sha256 to check, so that the bytes
+// need not cross the link. A store that cannot presign, or a relay
+// session, gets a 400 on the field "artifacts": fetch through the
+// coordinator then.
 
 // RegisterRequest starts a worker session. Over a pipe or SSH link the
 // coordinator already knows the host and ignores Name, Groups, Tags and Slots.
@@ -78,6 +87,11 @@ type RegisterResponse struct {
 	// ArtifactsAuto (direct where the store can be reached, else relay).
 	// Empty, from an older coordinator, means relay.
 	Artifacts string `json:"artifacts,omitempty"`
+	// DirectInputs says the coordinator answers the inputs-presign call,
+	// so that a worker not in relay mode may fetch inputs straight from
+	// the store. False from an older coordinator, which would answer the
+	// call with a 404 the worker would take for a missing input.
+	DirectInputs bool `json:"direct_inputs,omitempty"`
 }
 
 // Artifact upload modes, as in RegisterResponse.Artifacts and the
@@ -104,6 +118,27 @@ type PresignResponse struct {
 	Method  string            `json:"method"`
 	Headers map[string]string `json:"headers,omitempty"`
 	Expires time.Time         `json:"expires"`
+}
+
+// InputPresignRequest asks for a URL to fetch input number Index (in
+// Spec.Inputs order) of the leased attempt straight from the artifact
+// store.
+type InputPresignRequest struct {
+	Lease LeaseRef `json:"lease"`
+	Index int      `json:"index"`
+}
+
+// InputPresignResponse says how to fetch an input: send Method (GET) to
+// URL before Expires, and check that the body is Size bytes with the
+// lowercase hex SHA256. Unlike the inputs call, it carries the size and
+// sum in the body, since the store's headers are not the coordinator's.
+// The URL is a credential: it is never logged.
+type InputPresignResponse struct {
+	URL     string    `json:"url"`
+	Method  string    `json:"method"`
+	Expires time.Time `json:"expires"`
+	Size    int64     `json:"size"`
+	SHA256  string    `json:"sha256"`
 }
 
 // CommitRequest records an artifact uploaded by a presigned URL. The

@@ -196,9 +196,9 @@ func (w *worker) putDirect(ctx context.Context, p *tasks.PresignResponse, f *os.
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return "", &changedError{err}
 	}
-	u, err := url.Parse(p.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", errors.New("the coordinator sent an upload URL that is not http(s)")
+	u, err := presignedURL(p.URL, "an upload")
+	if err != nil {
+		return "", err
 	}
 	method := p.Method
 	if method == "" {
@@ -243,6 +243,17 @@ func (w *worker) putDirect(ctx context.Context, p *tasks.PresignResponse, f *os.
 		return "", &changedError{fmt.Errorf("sent %d of %d bytes", n, size)}
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// presignedURL parses a URL from the coordinator for a direct upload or
+// download (what: "an upload", "a download"), refusing one that is not http(s). The error leaves the
+// URL out: it is a credential.
+func presignedURL(raw, what string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("the coordinator sent %s URL that is not http(s)", what)
+	}
+	return u, nil
 }
 
 // errStalled cuts a direct upload that stopped making progress.

@@ -68,6 +68,9 @@ type fakeInput struct {
 	corrupt, fetches int
 	// stall sends half the body, then nothing until the caller gives up.
 	stall bool
+	// presigns and direct count presigned fetches asked for and served
+	// by the fake S3.
+	presigns, direct int
 }
 
 type fakeTask struct {
@@ -100,6 +103,7 @@ func newFake(t *testing.T, reg tasks.RegisterResponse) *fakeCoord {
 	mux.HandleFunc("POST /worker/v1/tasks/{id}/artifacts-presign", f.session(f.presign))
 	mux.HandleFunc("POST /worker/v1/tasks/{id}/artifacts-commit", f.session(f.commit))
 	mux.HandleFunc("GET /worker/v1/tasks/{id}/inputs/{index}", f.session(f.input))
+	mux.HandleFunc("POST /worker/v1/tasks/{id}/inputs-presign", f.session(f.inputPresign))
 	f.srv = httptest.NewServer(f.hangable(mux))
 	t.Cleanup(f.srv.Close)
 	f.s3obj = make(map[string][]byte)
@@ -111,6 +115,10 @@ func newFake(t *testing.T, reg tasks.RegisterResponse) *fakeCoord {
 // s3put is the fake S3: it stores PUTs whose URL carries the signature,
 // streaming with a Content-Length, as S3 wants them.
 func (f *fakeCoord) s3put(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet {
+		f.s3get(w, r)
+		return
+	}
 	f.mu.Lock()
 	status := f.s3Status
 	f.mu.Unlock()
@@ -509,6 +517,74 @@ func (f *fakeCoord) input(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done()
 		return
 	}
+	_, _ = w.Write(body)
+}
+
+// inputPresign answers a presigned GET of an input on the fake S3, as a
+// coordinator with DirectInputs does.
+func (f *fakeCoord) inputPresign(w http.ResponseWriter, r *http.Request) {
+	var req tasks.InputPresignRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeErr(w, http.StatusBadRequest, tasks.EInvalid, err.Error())
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.refusePresign || !f.reg.DirectInputs || f.reg.Artifacts == "" || f.reg.Artifacts == tasks.ArtifactsRelay {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_ = json.NewEncoder(w).Encode(map[string]any{"error": tasks.Error{Code: tasks.EInvalid, Field: "artifacts", Message: "inputs: the artifact store cannot serve direct downloads"}})
+		return
+	}
+	ft := f.lease(w, r.PathValue("id"), req.Lease.Attempt, req.Lease.Token)
+	if ft == nil {
+		return
+	}
+	if req.Index < 0 || req.Index >= len(ft.inputs) {
+		writeErr(w, http.StatusBadRequest, tasks.EInvalid, "index: out of range")
+		return
+	}
+	in := ft.inputs[req.Index]
+	in.presigns++
+	f.broadcast()
+	if in.missing != "" {
+		writeErr(w, http.StatusNotFound, tasks.ENotFound, in.missing)
+		return
+	}
+	base := f.s3.URL
+	if f.presignURL != "" {
+		base = f.presignURL
+	}
+	writeJSON(w, tasks.InputPresignResponse{
+		URL:     fmt.Sprintf("%s/inputs/%d/%d?X-Amz-Signature=sig", base, ft.task.ID, req.Index),
+		Method:  http.MethodGet,
+		Expires: time.Now().Add(time.Minute),
+		Size:    int64(len(in.body)),
+		SHA256:  fmt.Sprintf("%x", sha256.Sum256(in.body)),
+	})
+}
+
+// s3get is the fake S3 serving an input by a presigned GET.
+func (f *fakeCoord) s3get(w http.ResponseWriter, r *http.Request) {
+	var id tasks.ID
+	var index int
+	if _, err := fmt.Sscanf(r.URL.Path, "/inputs/%d/%d", &id, &index); err != nil || r.URL.Query().Get("X-Amz-Signature") != "sig" {
+		http.Error(w, "<Error><Code>SignatureDoesNotMatch</Code></Error>", http.StatusForbidden)
+		return
+	}
+	f.mu.Lock()
+	ft := f.tasks[id]
+	if ft == nil || index < 0 || index >= len(ft.inputs) {
+		f.mu.Unlock()
+		http.Error(w, "<Error><Code>NoSuchKey</Code></Error>", http.StatusNotFound)
+		return
+	}
+	in := ft.inputs[index]
+	in.direct++
+	body := in.body
+	f.broadcast()
+	f.mu.Unlock()
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	_, _ = w.Write(body)
 }
 

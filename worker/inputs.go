@@ -88,7 +88,7 @@ func (w *worker) fetchInput(ctx context.Context, a *attempt, root *os.Root, inde
 	bo := backoff{min: 500 * time.Millisecond, max: 10 * time.Second}
 	for try := 1; ; try++ {
 		s := w.cur()
-		err := fetchOnce(ctx, s, a.ref, root, index, in.Path)
+		err := w.fetchOnce(ctx, a, s, root, index, in)
 		var failure *inputFailure
 		var transfer *badTransfer
 		switch {
@@ -124,16 +124,28 @@ func (w *worker) fetchInput(ctx context.Context, a *attempt, root *os.Root, inde
 	}
 }
 
-// fetchOnce streams input number index to p under root, checking its size
-// and sha256; on any failure it removes what it wrote, so that the next
-// try starts afresh. Local file errors are *inputFailure, transfer errors
-// *badTransfer, and the coordinator's refusals its *tasks.Error.
-func fetchOnce(ctx context.Context, s *session, ref tasks.LeaseRef, root *os.Root, index int, p string) (err error) {
-	body, size, want, err := s.c.FetchInput(ctx, ref, index)
+// fetchOnce streams input number index to its path under root, from the
+// store or the coordinator (see openInput), checking its size and sha256;
+// on any failure it removes what it wrote, so that the next try starts
+// afresh. Local file errors are *inputFailure, transfer errors
+// *badTransfer, and the coordinator's refusals its *tasks.Error. A direct
+// fetch cut short in auto mode makes the next try, and the rest of the
+// session, relay.
+func (w *worker) fetchOnce(ctx context.Context, a *attempt, s *session, root *os.Root, index int, in tasks.Input) (err error) {
+	body, size, want, direct, err := w.openInput(ctx, a, s, index, in)
 	if err != nil {
 		return err
 	}
 	defer body.Close()
+	if direct && s.artifacts == tasks.ArtifactsAuto {
+		defer func() {
+			var transfer *badTransfer
+			if errors.As(err, &transfer) && ctx.Err() == nil {
+				w.relayFromNowOn(s, "a download from the store failed", keyErr, err)
+			}
+		}()
+	}
+	p := in.Path
 	if dir := path.Dir(p); dir != "." {
 		if err := root.MkdirAll(dir, 0o755); err != nil {
 			return &inputFailure{fmt.Sprintf("create its directory in the work directory: %v", err)}
@@ -170,6 +182,9 @@ func fetchOnce(ctx context.Context, s *session, ref tasks.LeaseRef, root *os.Roo
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != want {
 		return &badTransfer{fmt.Errorf("sha256 %s does not match the coordinator's %q", got, want)}
+	}
+	if direct {
+		a.log.Info("input fetched directly", "input", in.String(), "size", n)
 	}
 	return nil
 }

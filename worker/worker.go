@@ -138,6 +138,9 @@ type session struct {
 	grace     time.Duration
 	// artifacts is how artifacts go: tasks.ArtifactsRelay, Direct or Auto.
 	artifacts string
+	// directInputs is set when the coordinator can presign input
+	// downloads (RegisterResponse.DirectInputs).
+	directInputs bool
 	// noDirect is set once a direct upload failed in auto mode: the rest
 	// of the session relays.
 	noDirect atomic.Bool
@@ -359,7 +362,7 @@ func (w *worker) register(ctx context.Context) (*client.Client, *tasks.RegisterR
 
 // newSession makes a session of the coordinator's settings.
 func (w *worker) newSession(c *client.Client, r *tasks.RegisterResponse) *session {
-	s := &session{c: c, slots: w.cfg.Slots, hostEnv: r.Env, logCap: r.LogCap, artifacts: r.Artifacts}
+	s := &session{c: c, slots: w.cfg.Slots, hostEnv: r.Env, logCap: r.LogCap, artifacts: r.Artifacts, directInputs: r.DirectInputs}
 	switch s.artifacts {
 	case tasks.ArtifactsAuto, tasks.ArtifactsDirect:
 	default: // an older coordinator, or a mode this worker does not know

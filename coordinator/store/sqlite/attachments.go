@@ -123,7 +123,7 @@ func (s *Store) PutAttachment(ctx context.Context, a tasks.Attachment) (string, 
 
 const attachmentCols = `group_name, key, object, size, sha256, creator, created_at`
 
-func scanAttachment(row interface{ Scan(...any) error }) (tasks.Attachment, error) {
+func scanAttachment(row rowScanner) (tasks.Attachment, error) {
 	var a tasks.Attachment
 	var created int64
 	if err := row.Scan(&a.Group, &a.Key, &a.Object, &a.Size, &a.SHA256, &a.Creator, &created); err != nil {
@@ -167,23 +167,7 @@ func (s *Store) ListAttachments(ctx context.Context, group string, aq store.Atta
 		q += ` LIMIT ?`
 		args = append(args, aq.Limit)
 	}
-	rows, err := s.r.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list attachments: %w", err)
-	}
-	defer rows.Close()
-	var out []tasks.Attachment
-	for rows.Next() {
-		a, err := scanAttachment(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list attachments: %w", err)
-		}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list attachments: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, s, "list attachments", scanAttachment, q, args...)
 }
 
 // prefixEnd returns the least string, in bytewise order, above every

@@ -65,7 +65,7 @@ func insertGroup(ctx context.Context, tx wtx, name, admin string, at time.Time) 
 
 const userCols = `name, admin, disabled, password_hash, created_at`
 
-func scanUser(row interface{ Scan(...any) error }) (tasks.User, error) {
+func scanUser(row rowScanner) (tasks.User, error) {
 	var u tasks.User
 	var created int64
 	if err := row.Scan(&u.Name, &u.Admin, &u.Disabled, &u.PasswordHash, &created); err != nil {
@@ -89,23 +89,7 @@ func (s *Store) GetUser(ctx context.Context, name string) (tasks.User, error) {
 
 // ListUsers returns every user, ordered by name.
 func (s *Store) ListUsers(ctx context.Context) ([]tasks.User, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+userCols+` FROM users ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("list users: %w", err)
-	}
-	defer rows.Close()
-	var out []tasks.User
-	for rows.Next() {
-		u, err := scanUser(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list users: %w", err)
-		}
-		out = append(out, u)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list users: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, s, "list users", scanUser, `SELECT `+userCols+` FROM users ORDER BY name`)
 }
 
 // SetUserPassword sets only the password hash and deletes the user's
@@ -278,27 +262,15 @@ func (s *Store) GetGroup(ctx context.Context, name string) (tasks.Group, error) 
 // ListUserGroups returns the groups user belongs to, with their role,
 // quota and usage.
 func (s *Store) ListUserGroups(ctx context.Context, user string) ([]tasks.Group, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT g.name, g.created_at, g.quota_bytes, g.used_bytes, m.role
-		FROM group_members m JOIN user_groups g ON g.name = m.group_name
-		WHERE m.user_name = ? ORDER BY g.name`, user)
-	if err != nil {
-		return nil, fmt.Errorf("list user groups: %w", err)
-	}
-	defer rows.Close()
-	var out []tasks.Group
-	for rows.Next() {
+	return queryAll(ctx, s, "list user groups", func(row rowScanner) (tasks.Group, error) {
 		var g tasks.Group
 		var created int64
-		if err := rows.Scan(&g.Name, &created, &g.QuotaBytes, &g.UsedBytes, &g.Role); err != nil {
-			return nil, fmt.Errorf("list user groups: %w", err)
-		}
+		err := row.Scan(&g.Name, &created, &g.QuotaBytes, &g.UsedBytes, &g.Role)
 		g.CreatedAt = fromMicros(created)
-		out = append(out, g)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list user groups: %w", err)
-	}
-	return out, nil
+		return g, err
+	}, `SELECT g.name, g.created_at, g.quota_bytes, g.used_bytes, m.role
+		FROM group_members m JOIN user_groups g ON g.name = m.group_name
+		WHERE m.user_name = ? ORDER BY g.name`, user)
 }
 
 // SetMember adds a member to a group or changes their role.

@@ -94,26 +94,14 @@ func (s *Store) AddArtifact(ctx context.Context, ref tasks.LeaseRef, a tasks.Art
 
 // ListArtifacts returns a task's artifacts by attempt, then name.
 func (s *Store) ListArtifacts(ctx context.Context, id tasks.ID) ([]tasks.Artifact, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT task_id, attempt, name, size, sha256, created_at FROM task_artifacts
-		WHERE task_id = ? ORDER BY attempt, name`, int64(id))
-	if err != nil {
-		return nil, fmt.Errorf("list artifacts: %w", err)
-	}
-	defer rows.Close()
-	var out []tasks.Artifact
-	for rows.Next() {
+	return queryAll(ctx, s, "list artifacts", func(row rowScanner) (tasks.Artifact, error) {
 		var a tasks.Artifact
 		var created int64
-		if err := rows.Scan(&a.Task, &a.Attempt, &a.Name, &a.Size, &a.SHA256, &created); err != nil {
-			return nil, fmt.Errorf("list artifacts: %w", err)
-		}
+		err := row.Scan(&a.Task, &a.Attempt, &a.Name, &a.Size, &a.SHA256, &created)
 		a.CreatedAt = fromMicros(created)
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list artifacts: %w", err)
-	}
-	return out, nil
+		return a, err
+	}, `SELECT task_id, attempt, name, size, sha256, created_at FROM task_artifacts
+		WHERE task_id = ? ORDER BY attempt, name`, int64(id))
 }
 
 // GetArtifact returns one artifact record of a task. Either query is one
@@ -170,7 +158,7 @@ const hostSQL = `SELECT name, transport, tags, group_names, slots, state, last_e
 	coalesce((SELECT owner FROM host_owners WHERE host_owners.name = hosts.name), '')
 	FROM hosts`
 
-func scanHost(row interface{ Scan(...any) error }) (tasks.Host, error) {
+func scanHost(row rowScanner) (tasks.Host, error) {
 	var h tasks.Host
 	var tags, groups string
 	var updated int64
@@ -191,23 +179,7 @@ func scanHost(row interface{ Scan(...any) error }) (tasks.Host, error) {
 
 // ListHosts returns every host, ordered by name.
 func (s *Store) ListHosts(ctx context.Context) ([]tasks.Host, error) {
-	rows, err := s.r.QueryContext(ctx, hostSQL+` ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("list hosts: %w", err)
-	}
-	defer rows.Close()
-	var out []tasks.Host
-	for rows.Next() {
-		h, err := scanHost(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list hosts: %w", err)
-		}
-		out = append(out, h)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list hosts: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, s, "list hosts", scanHost, hostSQL+` ORDER BY name`)
 }
 
 // GetHost returns one host.

@@ -241,3 +241,28 @@ func (w *worker) finish(ref tasks.LeaseRef, r tasks.Result) (int, *tasks.Error) 
 }
 
 func exitCode(n int) *int { return &n }
+
+// stallLimit is how long waitProgress lets a count stand still before it
+// fails: a test bounded by progress, not by how long the whole takes, so
+// that a busy machine slows it down without failing it.
+const stallLimit = 90 * time.Second
+
+// waitProgress polls check until it reports done. It fails the test when
+// the count check reports has not changed for stallLimit: whatever the
+// test waits for has stopped moving.
+func waitProgress(t *testing.T, what string, check func() (done bool, count int)) {
+	t.Helper()
+	last, since := -1, time.Now()
+	for {
+		done, n := check()
+		if done {
+			return
+		}
+		if n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) > stallLimit {
+			t.Fatalf("%s: stuck at %d for %s", what, n, stallLimit)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -281,12 +281,11 @@ func submitBatch(m *member, n int, tags []string) []tasks.Task {
 }
 
 // waitFinal waits until every task of ids is final, reading the store,
-// and returns them.
-func waitFinal(t *testing.T, m *member, ids []tasks.ID, timeout time.Duration) map[tasks.ID]tasks.Task {
+// and returns them. It fails when none became final for stallLimit.
+func waitFinal(t *testing.T, m *member, ids []tasks.ID) map[tasks.ID]tasks.Task {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
 	out := make(map[tasks.ID]tasks.Task, len(ids))
-	for {
+	waitProgress(t, "tasks final", func() (bool, int) {
 		for _, id := range ids {
 			if _, done := out[id]; done {
 				continue
@@ -299,14 +298,9 @@ func waitFinal(t *testing.T, m *member, ids []tasks.ID, timeout time.Duration) m
 				out[id] = task
 			}
 		}
-		if len(out) == len(ids) {
-			return out
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d tasks are final after %s", len(out), len(ids), timeout)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return len(out) == len(ids), len(out)
+	})
+	return out
 }
 
 // checkOnce fails unless every task succeeded at its first attempt and was
@@ -443,7 +437,7 @@ func TestSeveralCoordinators(t *testing.T) {
 		}
 	}
 	sub.Wait()
-	got := waitFinal(t, a, ids, 40*time.Second)
+	got := waitFinal(t, a, ids)
 	elapsed := time.Since(start)
 	checkOnce(t, log, got)
 	perHost := map[string]int{}
@@ -488,7 +482,7 @@ func TestSeveralCoordinators(t *testing.T) {
 			ids = append(ids, task.ID)
 		}
 	}
-	got = waitFinal(t, survivor, ids, 20*time.Second)
+	got = waitFinal(t, survivor, ids)
 	checkOnce(t, log, got)
 	perHost = map[string]int{}
 	for _, task := range got {
@@ -562,7 +556,7 @@ func TestSeveralCoordinators(t *testing.T) {
 	for _, task := range submitBatch(c, 20, []string{"on-h1"}) {
 		ids = append(ids, task.ID)
 	}
-	checkOnce(t, log, waitFinal(t, c, ids, 10*time.Second))
+	checkOnce(t, log, waitFinal(t, c, ids))
 }
 
 // listAll returns every task in m's store, by ID, page by page.
@@ -650,13 +644,10 @@ func TestSeveralCoordinatorsCrashMidRun(t *testing.T) {
 
 	// Crash the victim once about 30% are final: the rest are queued or
 	// running, some on its hosts.
-	deadline := time.Now().Add(60 * time.Second)
-	for log.count("task finished") < n*3/10 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d tasks finished after 60s", log.count("task finished"), n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitProgress(t, "30% of the tasks finished", func() (bool, int) {
+		finished := log.count("task finished")
+		return finished >= n*3/10, finished
+	})
 	crash := time.Now()
 	victim.srv.CloseClientConnections()
 	victim.srv.Close()
@@ -716,8 +707,7 @@ func TestSeveralCoordinatorsCrashMidRun(t *testing.T) {
 
 	// Wait until every task is final, then check each.
 	var got map[tasks.ID]tasks.Task
-	deadline = time.Now().Add(90 * time.Second)
-	for {
+	waitProgress(t, "every task final after the crash", func() (bool, int) {
 		got = listAll(t, survivor)
 		final := 0
 		for _, task := range got {
@@ -725,14 +715,8 @@ func TestSeveralCoordinatorsCrashMidRun(t *testing.T) {
 				final++
 			}
 		}
-		if len(got) == n && final == n {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d tasks in the store, %d of them final, 90s after the crash; want %d final", len(got), final, n)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		return len(got) == n && final == n, final
+	})
 	elapsed := time.Since(start)
 
 	// The rescues: the only way to a second attempt is the rescuer's

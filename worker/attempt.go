@@ -18,10 +18,12 @@ import (
 	"time"
 
 	"github.com/mitolab/mito/tasks"
+	"github.com/mitolab/mito/worker/watchdog"
 )
 
-// drainWait bounds how long output is read after the task's process group
-// was killed: only a process that left the group can still hold the pipes.
+// drainWait bounds how long output is read after the watchdog reported
+// the attempt dead: only a process that escaped it can still hold the
+// pipes.
 const drainWait = 2 * time.Second
 
 // stopCause says why an attempt was killed before it exited by itself.
@@ -34,6 +36,21 @@ const (
 	causeLeaseLost           // its lease ran out or a write was refused as stale
 	causeShutdown            // the worker is stopping
 )
+
+// String says what the cause is, as the watchdog reports it.
+func (c stopCause) String() string {
+	switch c {
+	case causeTimeout:
+		return "timeout"
+	case causeCancelled:
+		return "cancelled"
+	case causeLeaseLost:
+		return stopLeaseLost
+	case causeShutdown:
+		return "worker stopping"
+	}
+	return ""
+}
 
 // attempt is one running attempt of a task.
 type attempt struct {
@@ -51,8 +68,14 @@ type attempt struct {
 	cause    stopCause     // set before stopped is closed
 	reason   string
 
-	// renewedAt is guarded by worker.mu.
+	// lock is the run record's lock, held for the watchdog to inherit
+	// (see rundir.go); nil when the attempt has no record.
+	lock *os.File
+
+	// Guarded by worker.mu:
 	renewedAt time.Time
+	// wd is the attempt's watchdog once the command runs.
+	wd *watchdog.Watchdog
 }
 
 // stop asks for the attempt to be killed; the first call wins.
@@ -192,7 +215,8 @@ func (w *worker) execute(a *attempt, dir, out string) tasks.Result {
 	}
 
 	// The process writes straight into pipes (not through Go copies), so
-	// that Wait returns when it exits even if a child still holds them.
+	// that the readers see their end when the last process of the attempt
+	// is gone.
 	stdoutR, stdoutW, err := os.Pipe()
 	if err != nil {
 		return fail(fmt.Errorf("create stdout pipe: %w", err))
@@ -205,30 +229,38 @@ func (w *worker) execute(a *attempt, dir, out string) tasks.Result {
 	}
 	defer stdoutR.Close()
 	defer stderrR.Close()
-	cmd := &exec.Cmd{
-		Path:   prog,
-		Args:   argv,
-		Env:    env,
-		Dir:    dir,
-		Stdout: stdoutW,
-		Stderr: stderrW,
-		// Its own process group, so that one kill reaches everything it
-		// started.
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
-	}
+	s := w.cur()
+	w.mu.Lock()
+	deadline := a.renewedAt.Add(s.leaseTTL - s.margin)
+	w.mu.Unlock()
 	res.StartedAt = time.Now()
-	err = cmd.Start()
+	// The watchdog, not this process, starts the command and sees it
+	// killed: on time, also when this process is killed or frozen.
+	wd, err := watchdog.Start(watchdog.Spec{
+		Path: prog, Args: argv, Env: env, Dir: dir,
+		Stdout: stdoutW, Stderr: stderrW,
+		Timeout:    w.timeout(a),
+		Grace:      s.grace,
+		LeaseGrace: s.leaseGrace,
+		Deadline:   deadline,
+		Cgroup:     w.cgroup,
+		Name:       fmt.Sprintf("%d-%d", a.ref.Task, a.ref.Attempt),
+		Lock:       a.lock,
+		Program:    w.cfg.WatchdogProgram,
+	})
 	stdoutW.Close()
 	stderrW.Close()
 	if err != nil {
 		return fail(err)
 	}
-	pid := cmd.Process.Pid
+	w.mu.Lock()
+	a.wd = wd
+	w.mu.Unlock()
+	a.log.Debug("command started", "pid", wd.Pid(), "containment", wd.Containment())
 
-	logCap := w.cur().logCap
 	pumps := []*logPump{
-		newLogPump(w, a, tasks.Stdout, logCap),
-		newLogPump(w, a, tasks.Stderr, logCap),
+		newLogPump(w, a, tasks.Stdout, s.logCap),
+		newLogPump(w, a, tasks.Stderr, s.logCap),
 	}
 	var wg sync.WaitGroup
 	for i, r := range []*os.File{stdoutR, stderrR} {
@@ -236,36 +268,31 @@ func (w *worker) execute(a *attempt, dir, out string) tasks.Result {
 		wg.Go(func() { p.read(r) })
 		wg.Go(func() { p.upload(a.ctx) })
 	}
-	exited := make(chan struct{})
-	var waitErr error
-	wg.Go(func() {
-		waitErr = cmd.Wait()
-		close(exited)
-	})
 
-	cause := w.supervise(a, pid, exited)
+	cause := w.supervise(a, wd)
 	res.FinishedAt = time.Now()
-	// No stray child may outlive the task; what is left of its group dies
-	// now, and with it the last writers of the pipes.
-	_ = syscall.Kill(-pid, syscall.SIGKILL)
-	deadline := time.Now().Add(drainWait)
+	// Every process of the attempt is dead now, and with them the writers
+	// of the pipes; only one that escaped the watchdog could hold them.
+	deadline = time.Now().Add(drainWait)
 	_ = stdoutR.SetReadDeadline(deadline)
 	_ = stderrR.SetReadDeadline(deadline)
 	wg.Wait()
 
 	res.StdoutTruncated = pumps[0].isTruncated()
 	res.StderrTruncated = pumps[1].isTruncated()
-	if cmd.ProcessState == nil {
-		return fail(fmt.Errorf("wait for process: %w", waitErr))
+	ex := wd.Exit()
+	if ex.Err != "" {
+		return fail(fmt.Errorf("run command: %s", ex.Err))
 	}
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
-		switch {
-		case ws.Exited():
-			code := ws.ExitStatus()
-			res.ExitCode = &code
-		case ws.Signaled():
-			res.Signal = signalName(ws.Signal())
-		}
+	if ex.Stragglers > 0 {
+		a.log.Info("killed processes the command left behind", "count", ex.Stragglers)
+	}
+	switch ws := ex.Status; {
+	case ws.Exited():
+		code := ws.ExitStatus()
+		res.ExitCode = &code
+	case ws.Signaled():
+		res.Signal = signalName(ws.Signal())
 	}
 	switch cause {
 	case causeTimeout:
@@ -293,32 +320,36 @@ func (w *worker) timeout(a *attempt) time.Duration {
 	return tasks.DefaultTimeout
 }
 
-// supervise waits for the process to exit, killing its group when it times
-// out or must stop, and returns why it was killed (causeNone if it was not).
-func (w *worker) supervise(a *attempt, pid int, exited <-chan struct{}) stopCause {
-	timer := time.NewTimer(w.timeout(a))
-	defer timer.Stop()
+// supervise waits for the watchdog to end the attempt, telling it to kill
+// the command when the attempt must stop, and returns why it was killed
+// (causeNone if it was not). The timeout and the lease deadline are the
+// watchdog's to keep.
+func (w *worker) supervise(a *attempt, wd *watchdog.Watchdog) stopCause {
 	var cause stopCause
 	select {
-	case <-exited:
-		return causeNone
-	case <-timer.C:
-		cause = causeTimeout
-		a.log.Info("attempt timed out; killing it", "timeout", w.timeout(a))
+	case <-wd.Done():
 	case <-a.stopped:
 		cause = a.cause
 	case <-a.ctx.Done():
 		cause = causeShutdown
 	}
-	// SIGTERM first so the task can clean up, SIGKILL after the grace.
-	_ = syscall.Kill(-pid, syscall.SIGTERM)
-	grace := time.NewTimer(w.cur().grace)
-	defer grace.Stop()
-	select {
-	case <-exited:
-	case <-grace.C:
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		<-exited
+	if cause != causeNone {
+		s := w.cur()
+		grace := s.grace
+		if cause == causeLeaseLost {
+			grace = s.leaseGrace
+		}
+		_ = wd.Stop(watchdog.Cause(cause.String()), grace)
+		<-wd.Done()
+	}
+	switch ex := wd.Exit(); ex.Cause {
+	case watchdog.CauseTimeout:
+		a.log.Info("attempt timed out; killed it", "timeout", w.timeout(a))
+		return causeTimeout
+	case watchdog.CauseDeadline, watchdog.CauseOrphaned, watchdog.CauseTerminated:
+		a.log.Warn("the watchdog killed the attempt", "cause", ex.Cause)
+		a.abandon(string(ex.Cause))
+		return causeLeaseLost
 	}
 	return cause
 }

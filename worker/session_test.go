@@ -133,38 +133,43 @@ func TestReregisterRetries(t *testing.T) {
 	}
 }
 
-// TestLeaseTimes checks the margin an attempt is given up with: the kill
-// takes up to the grace, so the margin includes it.
+// TestLeaseTimes checks how an attempt whose lease cannot be renewed is
+// killed: the kill (SIGTERM, then SIGKILL a lease grace later) starts a
+// margin before the lease runs out that holds the lease grace and some
+// slack, and the heartbeats fit in what is left.
 func TestLeaseTimes(t *testing.T) {
 	t.Parallel()
-	const s = time.Second
+	const s, ms = time.Second, time.Millisecond
 	tests := []struct {
-		ttl, grace, hb, wait     time.Duration
-		margin, wantHB, wantWait time.Duration
+		ttl, grace, hb, wait                 time.Duration
+		leaseGrace, margin, wantHB, wantWait time.Duration
 	}{
-		// The coordinator's defaults: killing 19s after the last renewal.
-		{ttl: 30 * s, grace: 5 * s, hb: 10 * s, wait: 20 * s, margin: 11 * s, wantHB: 19 * s / 3, wantWait: 19 * s / 4},
-		// Killing at ttl-margin = 3s, dead by 3s + grace = 8s < 10s.
-		{ttl: 10 * s, grace: 5 * s, hb: 3 * s, wait: 20 * s, margin: 7 * s, wantHB: s, wantWait: 750 * time.Millisecond},
-		// Tiny numbers: the kill starts no earlier than ttl/4.
-		{ttl: 2 * s, grace: 1 * s, hb: 100 * time.Millisecond, wait: 2 * s, margin: 1500 * time.Millisecond, wantHB: 100 * time.Millisecond, wantWait: 125 * time.Millisecond},
-		{ttl: 4 * s, grace: 10 * s, hb: s, wait: 2 * s, margin: 3 * s, wantHB: s / 3, wantWait: 250 * time.Millisecond},
-		// A long lease: the margin's floor is ttl/5.
-		{ttl: 100 * s, grace: 5 * s, hb: 10 * s, wait: 20 * s, margin: 25 * s, wantHB: 10 * s, wantWait: 75 * s / 4},
+		// The coordinator's defaults: killing 24s after the last renewal,
+		// SIGKILL 3s later.
+		{ttl: 30 * s, grace: 5 * s, hb: 10 * s, wait: 20 * s, leaseGrace: 3 * s, margin: 6 * s, wantHB: 24 * s / 5, wantWait: 6 * s},
+		// A grace as long as the lease does not eat it.
+		{ttl: 6 * s, grace: 5 * s, hb: 2 * s, wait: 20 * s, leaseGrace: 600 * ms, margin: 1600 * ms, wantHB: 880 * ms, wantWait: 1100 * ms},
+		{ttl: 10 * s, grace: 5 * s, hb: 3 * s, wait: 20 * s, leaseGrace: s, margin: 2 * s, wantHB: 1600 * ms, wantWait: 2 * s},
+		// Tiny numbers: the slack is a quarter of the ttl.
+		{ttl: 2 * s, grace: 1 * s, hb: 100 * ms, wait: 2 * s, leaseGrace: 200 * ms, margin: 700 * ms, wantHB: 100 * ms, wantWait: 325 * ms},
+		{ttl: 4 * s, grace: 10 * s, hb: s, wait: 2 * s, leaseGrace: 400 * ms, margin: 1400 * ms, wantHB: 520 * ms, wantWait: 650 * ms},
+		// A long lease: a tenth of it as slack.
+		{ttl: 100 * s, grace: 5 * s, hb: 10 * s, wait: 20 * s, leaseGrace: 5 * s, margin: 15 * s, wantHB: 10 * s, wantWait: 20 * s},
 	}
 	for _, tt := range tests {
-		margin, hb, wait := leaseTimes(tt.ttl, tt.grace, tt.hb, tt.wait)
-		if margin != tt.margin || hb != tt.wantHB || wait != tt.wantWait {
-			t.Errorf("leaseTimes(ttl %s, grace %s, heartbeat %s, wait %s) = margin %s, heartbeat %s, wait %s; want %s, %s, %s",
-				tt.ttl, tt.grace, tt.hb, tt.wait, margin, hb, wait, tt.margin, tt.wantHB, tt.wantWait)
+		leaseGrace, margin, hb, wait := leaseTimes(tt.ttl, tt.grace, tt.hb, tt.wait)
+		if leaseGrace != tt.leaseGrace || margin != tt.margin || hb != tt.wantHB || wait != tt.wantWait {
+			t.Errorf("leaseTimes(ttl %s, grace %s, heartbeat %s, wait %s) = lease grace %s, margin %s, heartbeat %s, wait %s; want %s, %s, %s, %s",
+				tt.ttl, tt.grace, tt.hb, tt.wait, leaseGrace, margin, hb, wait, tt.leaseGrace, tt.margin, tt.wantHB, tt.wantWait)
 		}
-		if tt.ttl-margin < tt.ttl/4 {
-			t.Errorf("ttl %s, grace %s: kill starts %s after the last renewal; want at least ttl/4", tt.ttl, tt.grace, tt.ttl-margin)
+		if margin < leaseGrace+tt.ttl/10 {
+			t.Errorf("ttl %s: margin %s leaves less than a tenth of the ttl after the %s lease grace", tt.ttl, margin, leaseGrace)
 		}
 		// Two heartbeat waits (one renews, the next one's answer says the
-		// renewal after it worked) fit in the budget with room to spare.
-		if budget := tt.ttl - margin; 2*hb > budget*2/3 {
-			t.Errorf("ttl %s, grace %s: heartbeat %s; want two of them within 2/3 of the %s budget", tt.ttl, tt.grace, hb, budget)
+		// renewal after it worked) leave more than half the budget for
+		// round trips.
+		if budget := tt.ttl - margin; 2*hb > budget/2 {
+			t.Errorf("ttl %s, grace %s: heartbeat %s; want two of them within half the %s budget", tt.ttl, tt.grace, hb, budget)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mitolab/mito/tasks"
+	"github.com/mitolab/mito/worker/watchdog"
 )
 
 // shimDir holds the binaries shimBinaries built.
@@ -44,8 +45,12 @@ var shimBinaries = sync.OnceValues(func() (map[string][]string, error) {
 	return bins, nil
 })
 
-// TestMain removes the binaries shimBinaries built.
+// TestMain lets the test binary be the watchdog of the workers the tests
+// run in process, and removes the binaries shimBinaries built.
 func TestMain(m *testing.M) {
+	if watchdog.IsChild() {
+		os.Exit(watchdog.Main())
+	}
 	code := m.Run()
 	if shimDir != "" {
 		os.RemoveAll(shimDir)

@@ -29,6 +29,7 @@ import (
 
 	"github.com/mitolab/mito/client"
 	"github.com/mitolab/mito/tasks"
+	"github.com/mitolab/mito/worker/watchdog"
 )
 
 // Log attribute keys.
@@ -86,6 +87,15 @@ type Config struct {
 	ClaimWait time.Duration
 	// Logger receives the worker's own log. Nil discards it.
 	Logger *slog.Logger
+	// Cgroup is where each attempt gets a cgroup v2 of its own: "" finds
+	// one (this process's own cgroup, if this user may create cgroups
+	// in it; see watchdog.DetectCgroup), "none" uses none, and the
+	// watchdogs find an attempt's processes as their subreaper.
+	Cgroup string
+	// WatchdogProgram is the executable started as each attempt's
+	// watchdog; it must call watchdog.Main when watchdog.IsChild. Empty
+	// means this process's own executable.
+	WatchdogProgram string
 	// DirectClient sends artifacts straight to the artifact store, by the
 	// URLs the coordinator presigns, over the host's own network rather
 	// than Client's link. Nil means a client that gives up connecting
@@ -100,6 +110,7 @@ type worker struct {
 	workRoot string
 	baseEnv  []string
 	wait     time.Duration // claim wait asked for in the configuration
+	cgroup   string        // parent of the attempts' cgroups, or ""
 	direct   *http.Client  // for direct artifact uploads
 
 	slotFreed chan struct{} // an attempt ended; capacity 1
@@ -127,15 +138,19 @@ type worker struct {
 // its id, and the settings from the coordinator's register answer (or
 // defaults).
 type session struct {
-	c         *client.Client
-	slots     int
-	hostEnv   map[string]string
-	leaseTTL  time.Duration
-	margin    time.Duration // give an attempt up this long before its lease would run out
-	heartbeat time.Duration
-	claimWait time.Duration
-	logCap    int64
-	grace     time.Duration
+	c        *client.Client
+	slots    int
+	hostEnv  map[string]string
+	leaseTTL time.Duration
+	margin   time.Duration // give an attempt up this long before its lease would run out
+	// leaseGrace is the time between SIGTERM and SIGKILL for an attempt
+	// whose lease runs out: shorter than grace, so that it is dead before
+	// the coordinator gives the task to another host.
+	leaseGrace time.Duration
+	heartbeat  time.Duration
+	claimWait  time.Duration
+	logCap     int64
+	grace      time.Duration
 	// artifacts is how artifacts go: tasks.ArtifactsRelay, Direct or Auto.
 	artifacts string
 	// directInputs is set when the coordinator can presign input
@@ -299,6 +314,18 @@ func newWorker(cfg Config) (*worker, error) {
 	} else if err := os.MkdirAll(w.workRoot, 0o700); err != nil {
 		return nil, fmt.Errorf("create work directory: %w", err)
 	}
+	switch cfg.Cgroup {
+	case "none":
+	case "":
+		dir, err := watchdog.DetectCgroup()
+		if err != nil {
+			w.log.Info("attempts run without a cgroup; their watchdogs find their processes as subreapers", "why", err.Error())
+		} else {
+			w.cgroup = dir
+		}
+	default:
+		w.cgroup = cfg.Cgroup
+	}
 	return w, nil
 }
 
@@ -379,43 +406,42 @@ func (w *worker) newSession(c *client.Client, r *tasks.RegisterResponse) *sessio
 	}
 	s.leaseTTL = orDefault(time.Duration(r.LeaseTTL), defaultLeaseTTL)
 	s.grace = orDefault(time.Duration(r.KillGrace), defaultKillGrace)
-	s.margin, s.heartbeat, s.claimWait = leaseTimes(s.leaseTTL, s.grace, orDefault(time.Duration(r.Heartbeat), defaultHeartbeat), w.wait)
+	s.leaseGrace, s.margin, s.heartbeat, s.claimWait = leaseTimes(s.leaseTTL, s.grace, orDefault(time.Duration(r.Heartbeat), defaultHeartbeat), w.wait)
 	return s
 }
 
-// leaseTimes derives from a lease's TTL and the kill grace how long before
-// the lease would run out an attempt that could not be renewed is given up
-// (margin), and bounds the heartbeat interval and the claim wait so that
-// they fit in what is left.
+// leaseTimes derives from a lease's TTL and the kill grace how an attempt
+// whose lease cannot be renewed is killed: its watchdog starts the kill
+// margin before the lease would run out on the coordinator, sending
+// SIGTERM and, leaseGrace later, SIGKILL. It also bounds the heartbeat
+// interval and the claim wait so that renewals fit in what is left.
 //
-// Giving up an attempt takes up to the kill grace (SIGTERM, then SIGKILL),
-// so the kill must start a grace before the lease runs out on the
-// coordinator, plus some slack for the coordinator's clock and the kill
-// itself: margin = grace + max(ttl/5, 1s). With a ttl that is small next to
-// the grace (ttl 2s, grace 1s) that would leave no time to renew at all, or
-// kill at the first hiccup, so margin is clamped to 3/4 of the ttl: the kill
-// then starts no earlier than ttl/4 after the last renewal. Such settings
-// cannot both renew and be sure the process is dead before the lease runs
-// out; a process that ignores SIGTERM may then outlive its lease by up to
-// grace - ttl/4 + slack, and the coordinator should be configured with a ttl
-// of several graces.
-func leaseTimes(ttl, grace, heartbeat, claimWait time.Duration) (margin, hb, wait time.Duration) {
-	margin = min(grace+max(ttl/5, time.Second), ttl-ttl/4)
+// The kill must be over before the lease runs out, so margin =
+// leaseGrace + slack, where slack covers a watchdog woken late on a loaded
+// machine and the kill itself. leaseGrace is the task's grace, cut to a
+// tenth of the TTL: the task's own grace (for timeouts and cancels) may
+// be as long as a user likes, but a lease that runs out leaves no time
+// for it. slack is a tenth of the TTL, and at least a second (a quarter
+// of the TTL for TTLs under 4s). With the coordinator's defaults (TTL 30s,
+// grace 5s) that is a 3s lease grace and a 6s margin: 24s from the last
+// renewal to the kill.
+//
+// What is left (the budget, from the last renewal to the kill) must hold
+// the renewals: a heartbeat is a long poll that renews when it arrives,
+// but the worker learns so only when its answer comes, hb later, and the
+// next one's answer comes two waits and round trips after the renewal it
+// follows. At a fifth of the budget, two heartbeats leave three fifths of
+// it for round trips slowed by load. A new attempt's lease is counted from
+// when its claim was sent, and a claim may wait for a task: a quarter of
+// the budget.
+func leaseTimes(ttl, grace, heartbeat, claimWait time.Duration) (leaseGrace, margin, hb, wait time.Duration) {
+	leaseGrace = min(grace, ttl/10)
+	slack := max(ttl/10, min(time.Second, ttl/4))
+	margin = leaseGrace + slack
 	budget := ttl - margin // from the last renewal to the kill
-	// A heartbeat is a long poll: it renews when it arrives, but the
-	// worker learns so only when its answer comes, hb later. The next one
-	// leaves then, so its answer comes two waits (and round trips) after
-	// the renewal it follows, and must come within the budget: hence at
-	// most (ttl-margin)/2, and a third to leave room for round trips,
-	// whatever the coordinator asked for.
-	hb = min(heartbeat, budget/3)
-	// A new attempt's lease is counted from when its claim was sent, and a
-	// claim may wait that long for a task: bound it so that an attempt
-	// that comes at the end of a full wait still has time for its first
-	// heartbeat's answer (after one in flight that could not be cut
-	// short): a quarter, plus two thirds.
+	hb = min(heartbeat, budget/5)
 	wait = min(claimWait, budget/4)
-	return margin, hb, wait
+	return leaseGrace, margin, hb, wait
 }
 
 // cur returns the current session.
@@ -759,14 +785,26 @@ func (w *worker) snapshot() ([]tasks.LeaseRef, time.Time) {
 }
 
 // renewed records that the leases in refs were renewed no earlier than
-// sent: the coordinator renews when the heartbeat arrives.
+// sent, since the coordinator renews when the heartbeat arrives, and moves
+// their watchdogs' deadlines.
 func (w *worker) renewed(refs []tasks.LeaseRef, sent time.Time) {
+	type extension struct {
+		wd       *watchdog.Watchdog
+		deadline time.Time
+	}
+	var ext []extension
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	for _, r := range refs {
 		if a := w.running[attemptKey{r.Task, r.Attempt}]; a != nil && a.ref.Token == r.Token && sent.After(a.renewedAt) {
 			a.renewedAt = sent
+			if a.wd != nil {
+				ext = append(ext, extension{a.wd, sent.Add(w.sess.leaseTTL - w.sess.margin)})
+			}
 		}
+	}
+	w.mu.Unlock()
+	for _, e := range ext {
+		_ = e.wd.Extend(e.deadline) // fails only once the attempt ended
 	}
 }
 

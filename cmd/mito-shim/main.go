@@ -21,12 +21,20 @@ import (
 	"syscall"
 
 	"github.com/mitolab/mito/worker"
+	"github.com/mitolab/mito/worker/watchdog"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-func main() { os.Exit(run()) }
+func main() {
+	// Each task runs under a watchdog that is this same binary in another
+	// mode (see package watchdog).
+	if watchdog.IsChild() {
+		os.Exit(watchdog.Main())
+	}
+	os.Exit(run())
+}
 
 func run() int {
 	fs := flag.NewFlagSet("mito-shim", flag.ContinueOnError)

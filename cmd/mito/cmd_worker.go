@@ -6,7 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -98,9 +101,10 @@ func runWorker(ctx context.Context, opts workerOptions, stderr io.Writer) error 
 	sigpipe := make(chan os.Signal, 1)
 	signal.Notify(sigpipe, syscall.SIGPIPE) // for the rest of the process: its last words may go to a closed stderr too
 	cfg := worker.Config{
-		Version: version,
-		WorkDir: opts.workDir,
-		Logger:  slog.New(slog.NewTextHandler(worker.LogWriter(stderr), nil)),
+		Version:         version,
+		WorkDir:         opts.workDir,
+		Logger:          slog.New(slog.NewTextHandler(worker.LogWriter(stderr), nil)),
+		WatchdogProgram: siblingShim(),
 	}
 	if opts.stdio {
 		if opts.coordinator != "" {
@@ -154,6 +158,23 @@ func runWorker(ctx context.Context, opts workerOptions, stderr io.Writer) error 
 	cfg.Tags = opts.tags
 	cfg.Slots = opts.slots
 	return worker.Run(ctx, cfg)
+}
+
+// siblingShim returns the mito-shim beside this binary if it is of the
+// same version, for the tasks' watchdogs: it starts in less than half the
+// time this much bigger binary takes, and a watchdog starts with every
+// task. Empty (this binary) otherwise.
+func siblingShim() string {
+	self, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	shim := filepath.Join(filepath.Dir(self), "mito-shim")
+	out, err := exec.Command(shim, "-version").Output()
+	if err != nil || strings.TrimSpace(string(out)) != version {
+		return ""
+	}
+	return shim
 }
 
 // storedToken returns the token 'mito client login' stored for the

@@ -9,9 +9,16 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/mitolab/mito/worker/watchdog"
 )
 
 func main() {
+	// `mito worker` starts each task under a watchdog that is this same
+	// binary in another mode.
+	if watchdog.IsChild() {
+		os.Exit(watchdog.Main())
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()

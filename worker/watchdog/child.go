@@ -1,0 +1,349 @@
+package watchdog
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// IsChild reports whether this process was started as a watchdog. A
+// program that starts watchdogs (mito-shim, mito) calls it first thing in
+// main and, if so, runs Main instead of itself.
+func IsChild() bool {
+	return len(os.Args) > 0 && filepath.Base(os.Args[0]) == childName
+}
+
+// Main is the watchdog's program: it returns the exit code of the process.
+func Main() int {
+	// fds 3 (control) and 4 (the run record's lock) came without
+	// close-on-exec: the command must not inherit them, or it would hold
+	// the worker's side open and the lock after the watchdog is gone.
+	for _, fd := range []int{3, 4} {
+		unix.CloseOnExec(fd)
+	}
+	ctl := os.NewFile(3, "ctl")
+	if ctl == nil {
+		fmt.Fprintln(os.Stderr, "mito-watchdog: started by hand? it is started by the mito worker")
+		return 2
+	}
+	// What ps and top show, rather than "exe".
+	_ = os.WriteFile("/proc/self/comm", []byte(childName), 0)
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		report(ctl, eventMsg{Ev: "error", Err: fmt.Sprintf("become the task's subreaper: %v", err)})
+		return 1
+	}
+	// Handled, not ignored: an ignored signal stays ignored across exec,
+	// in the command.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
+
+	r := bufio.NewReader(ctl)
+	line, err := r.ReadBytes('\n')
+	if err != nil {
+		return 1 // the worker went away before saying what to run
+	}
+	var spec startMsg
+	if err := json.Unmarshal(line, &spec); err != nil {
+		report(ctl, eventMsg{Ev: "error", Err: fmt.Sprintf("watchdog: bad start message: %v", err)})
+		return 1
+	}
+	s := &supervisor{spec: spec, ctl: ctl, self: os.Getpid()}
+	if err := s.start(); err != nil {
+		report(ctl, eventMsg{Ev: "error", Err: err.Error()})
+		s.removeCgroup()
+		return 1
+	}
+	report(ctl, eventMsg{Ev: "started", Pid: s.pid, Containment: s.containment()})
+	// The command has the output pipes; the watchdog lets go of its
+	// copies, so the worker sees their end when the last process of the
+	// attempt is gone.
+	if null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
+		_ = unix.Dup2(int(null.Fd()), 1)
+		_ = unix.Dup2(int(null.Fd()), 2)
+		null.Close()
+	}
+	msgs := make(chan ctlMsg)
+	go readControl(r, msgs)
+	s.run(sigs, msgs)
+	s.cleanup(sigs)
+	ev := eventMsg{Ev: "exited", Status: int(s.status), Cause: s.cause, Stragglers: s.stragglers, Err: s.err}
+	report(ctl, ev)
+	return 0
+}
+
+// report sends one event to the worker; a worker that is gone does not
+// read it, which is no error here.
+func report(ctl *os.File, ev eventMsg) {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return
+	}
+	_, _ = ctl.Write(append(b, '\n'))
+}
+
+// readControl passes the worker's messages on until its side closes, and
+// then closes msgs.
+func readControl(r *bufio.Reader, msgs chan<- ctlMsg) {
+	defer close(msgs)
+	for {
+		line, err := r.ReadBytes('\n')
+		if err != nil {
+			return
+		}
+		var m ctlMsg
+		if json.Unmarshal(line, &m) == nil {
+			msgs <- m
+		}
+	}
+}
+
+// supervisor is the watchdog's state.
+type supervisor struct {
+	spec startMsg
+	ctl  *os.File
+	self int
+	pid  int // the command's main process
+
+	cgroup    string // the attempt's own cgroup, or ""
+	cgroupErr error  // why there is none though spec.Cgroup asked for one
+
+	mainDone   bool
+	status     syscall.WaitStatus
+	cause      Cause
+	killing    bool
+	killAt     time.Time // when SIGKILL follows the SIGTERM
+	stragglers int
+	err        string
+}
+
+func (s *supervisor) containment() string {
+	if s.cgroup != "" {
+		return "cgroup " + s.cgroup
+	}
+	if s.cgroupErr != nil {
+		return "subreaper (cgroup: " + s.cgroupErr.Error() + ")"
+	}
+	return "subreaper"
+}
+
+// start starts the command: in its own process group, and in a new
+// cgroup under spec.Cgroup when there is one and the kernel lets it be
+// started there.
+func (s *supervisor) start() error {
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", os.DevNull, err)
+	}
+	defer null.Close()
+	attr := &os.ProcAttr{
+		Dir:   s.spec.Dir,
+		Env:   s.spec.Env,
+		Files: []*os.File{null, os.NewFile(1, "stdout"), os.NewFile(2, "stderr")},
+		Sys:   &syscall.SysProcAttr{Setpgid: true},
+	}
+	if s.spec.Cgroup != "" {
+		dir, fd, err := makeCgroup(s.spec.Cgroup, s.spec.Name)
+		if err == nil {
+			attr.Sys.UseCgroupFD, attr.Sys.CgroupFD = true, fd
+			p, err := os.StartProcess(s.spec.Path, s.spec.Args, attr)
+			unix.Close(fd)
+			if err == nil {
+				s.cgroup, s.pid = dir, p.Pid
+				return nil
+			}
+			_ = os.Remove(dir)
+			if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.EOPNOTSUPP) {
+				return err // the program itself cannot be run
+			}
+			attr.Sys.UseCgroupFD, attr.Sys.CgroupFD = false, 0
+		}
+		s.cgroupErr = err
+	}
+	p, err := os.StartProcess(s.spec.Path, s.spec.Args, attr)
+	if err != nil {
+		return err
+	}
+	s.pid = p.Pid
+	return nil
+}
+
+// run waits until the command's main process has exited, killing it when
+// a timeout, the lease deadline, the worker or a signal says so.
+func (s *supervisor) run(sigs <-chan os.Signal, msgs <-chan ctlMsg) {
+	var timeout, deadline, grace <-chan time.Time
+	if s.spec.Timeout > 0 {
+		t := time.NewTimer(s.spec.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	deadlineTimer := time.NewTimer(time.Hour)
+	deadlineTimer.Stop()
+	defer deadlineTimer.Stop()
+	setDeadline := func(d int64) {
+		if d == 0 {
+			return
+		}
+		deadlineTimer.Reset(time.Duration(d - monoNow()))
+		deadline = deadlineTimer.C
+	}
+	setDeadline(s.spec.Deadline)
+	graceTimer := time.NewTimer(time.Hour)
+	graceTimer.Stop()
+	defer graceTimer.Stop()
+	kill := func(c Cause, g time.Duration) {
+		if s.mainDone {
+			return
+		}
+		at := time.Now().Add(g)
+		if !s.killing {
+			s.killing, s.cause, s.killAt = true, c, at
+			s.signalAll(syscall.SIGTERM)
+		} else if at.Before(s.killAt) {
+			s.killAt = at
+		} else {
+			return
+		}
+		deadline = nil // nothing to extend any more
+		graceTimer.Reset(time.Until(s.killAt))
+		grace = graceTimer.C
+	}
+	s.reap() // a command that failed at once may be gone already
+	for !s.mainDone {
+		select {
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGCHLD:
+				s.reap()
+			case syscall.SIGTERM:
+				kill(CauseTerminated, s.spec.LeaseGrace)
+			}
+		case m, ok := <-msgs:
+			switch {
+			case !ok:
+				msgs = nil
+				kill(CauseOrphaned, s.spec.LeaseGrace)
+			case m.Op == "extend" && !s.killing:
+				setDeadline(m.Deadline)
+			case m.Op == "stop":
+				g := m.Grace
+				if g <= 0 {
+					g = s.spec.Grace
+				}
+				kill(m.Cause, g)
+			}
+		case <-timeout:
+			timeout = nil
+			kill(CauseTimeout, s.spec.Grace)
+		case <-deadline:
+			deadline = nil
+			kill(CauseDeadline, s.spec.LeaseGrace)
+		case <-grace:
+			grace = nil
+			s.signalAll(syscall.SIGKILL)
+		}
+	}
+}
+
+// reap collects every child that has ended: the command's main process,
+// and orphans of the attempt that came to the watchdog as their subreaper.
+func (s *supervisor) reap() (children bool) {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil: // ECHILD: no children at all
+			return false
+		case pid == 0: // children, none ended
+			return true
+		case pid == s.pid:
+			s.mainDone, s.status = true, syscall.WaitStatus(ws)
+		}
+	}
+}
+
+// cleanup kills what is left of the attempt once its main process has
+// ended, and waits until nothing is: no child of the watchdog, no process
+// in its cgroup.
+func (s *supervisor) cleanup(sigs <-chan os.Signal) {
+	first := true
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	warned := time.Now()
+	for {
+		// As their subreaper, the watchdog is an ancestor of every process
+		// of the attempt: with no child left, none is (and no /proc walk
+		// is needed, the common case of a task that left nothing behind).
+		if !s.reap() && s.cgroupEmpty() {
+			break
+		}
+		n := s.signalAll(syscall.SIGKILL)
+		if first {
+			s.stragglers, first = n, false
+		}
+		if time.Since(warned) > time.Minute {
+			// A process stuck in the kernel (state D) cannot die yet; the
+			// worker is told, and the watchdog keeps trying.
+			warned = time.Now()
+			report(s.ctl, eventMsg{Ev: "waiting", Err: "processes of the attempt do not die"})
+		}
+		select {
+		case <-sigs:
+		case <-tick.C:
+		}
+	}
+	s.removeCgroup()
+}
+
+// signalAll sends sig to every process of the attempt (its process
+// group, its cgroup, every descendant of the watchdog) and returns how
+// many it found.
+func (s *supervisor) signalAll(sig syscall.Signal) int {
+	seen := map[int]bool{}
+	if s.cgroup != "" {
+		if sig == syscall.SIGKILL {
+			_ = os.WriteFile(filepath.Join(s.cgroup, "cgroup.kill"), []byte("1"), 0)
+		}
+		for _, pid := range cgroupProcs(s.cgroup) {
+			if !seen[pid] {
+				seen[pid] = true
+				_ = unix.Kill(pid, sig)
+			}
+		}
+	}
+	_ = unix.Kill(-s.pid, sig)
+	for _, pid := range descendants(s.self) {
+		if !seen[pid] {
+			seen[pid] = true
+			_ = unix.Kill(pid, sig)
+		}
+	}
+	return len(seen)
+}
+
+func (s *supervisor) cgroupEmpty() bool {
+	return s.cgroup == "" || !cgroupPopulated(s.cgroup)
+}
+
+func (s *supervisor) removeCgroup() {
+	if s.cgroup == "" {
+		return
+	}
+	// The kernel may take a moment to let go of the last exited process.
+	for i := 0; i < 50; i++ {
+		err := os.Remove(s.cgroup)
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -189,3 +189,19 @@ func (c *Client) sendRaw(ctx context.Context, method, path string, ref tasks.Lea
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return nil
 }
+
+// Release ends attempts that are dead on the worker's host before their
+// leases run out, so that the coordinator queues them again at once.
+func (c *Client) Release(ctx context.Context, req tasks.ReleaseRequest) (*tasks.ReleaseResponse, error) {
+	var resp tasks.ReleaseResponse
+	if err := c.do(ctx, http.MethodPost, "/worker/v1/release", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// Deregister ends the worker's session: it releases the attempts req
+// names, and the coordinator shows the host offline at once.
+func (c *Client) Deregister(ctx context.Context, req tasks.ReleaseRequest) error {
+	return c.do(ctx, http.MethodPost, "/worker/v1/deregister", req, nil)
+}

@@ -173,6 +173,7 @@ type Coordinator struct {
 	sessions map[string]*session    // TCP worker sessions by id
 	hosts    map[string]*hostDriver // inventory hosts by name
 	runCtx   context.Context        // Run's context, once Run started
+	cluster  string                 // the store's cluster id, once read
 }
 
 // New returns a coordinator for cfg.

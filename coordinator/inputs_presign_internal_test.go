@@ -36,8 +36,9 @@ func TestPresignInputRefusedToARelayHost(t *testing.T) {
 	c := New(Config{Artifacts: presigningStore{}})
 	c.hosts["h"] = &hostDriver{inv: inventory.Host{Name: "h", Artifacts: inventory.ArtifactsRelay}}
 	s := &session{linked: true, host: tasks.Host{Name: "h"}}
-	if reg := c.registerResponse(s); reg.Artifacts != tasks.ArtifactsRelay || reg.DirectInputs {
-		t.Errorf("register of a relay host: artifacts %q, direct_inputs %t; want relay and unset", reg.Artifacts, reg.DirectInputs)
+	c.cluster = "c0" // no store to read it from
+	if reg, err := c.registerResponse(t.Context(), s); err != nil || reg.Artifacts != tasks.ArtifactsRelay || reg.DirectInputs {
+		t.Errorf("register of a relay host: artifacts %q, direct_inputs %t, %v; want relay and unset", reg.Artifacts, reg.DirectInputs, err)
 	}
 	body := `{"lease": {"task": 1, "attempt": 1, "token": "t"}, "index": 0}`
 	r := httptest.NewRequest("POST", "/worker/v1/tasks/1/inputs-presign", strings.NewReader(body))

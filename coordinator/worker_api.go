@@ -15,6 +15,7 @@ import (
 
 	"github.com/mitolab/mito/coordinator/artifacts"
 	"github.com/mitolab/mito/coordinator/events"
+	"github.com/mitolab/mito/coordinator/store"
 	"github.com/mitolab/mito/tasks"
 )
 
@@ -112,10 +113,14 @@ func (c *Coordinator) workerSession(h func(http.ResponseWriter, *http.Request, *
 	})
 }
 
-func (c *Coordinator) registerResponse(s *session) tasks.RegisterResponse {
+func (c *Coordinator) registerResponse(ctx context.Context, s *session) (tasks.RegisterResponse, error) {
 	h := c.hostOf(s)
 	mode := c.artifactsMode(s)
 	_, canGet := c.cfg.Artifacts.(getPresigner)
+	cluster, err := c.clusterID(ctx)
+	if err != nil {
+		return tasks.RegisterResponse{}, err
+	}
 	return tasks.RegisterResponse{
 		Session:      s.id,
 		Host:         h.Name,
@@ -127,7 +132,26 @@ func (c *Coordinator) registerResponse(s *session) tasks.RegisterResponse {
 		KillGrace:    tasks.Duration(c.cfg.KillGrace),
 		Artifacts:    mode,
 		DirectInputs: canGet && mode != tasks.ArtifactsRelay,
+		RunScope:     cluster + "-" + h.Name,
+	}, nil
+}
+
+// clusterID returns the store's cluster id, read once.
+func (c *Coordinator) clusterID(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	id := c.cluster
+	c.mu.Unlock()
+	if id != "" {
+		return id, nil
 	}
+	id, err := c.store.ClusterID(ctx)
+	if err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	c.cluster = id
+	c.mu.Unlock()
+	return id, nil
 }
 
 func (c *Coordinator) handleRegister(w http.ResponseWriter, r *http.Request) error {
@@ -150,7 +174,10 @@ func (c *Coordinator) handleRegister(w http.ResponseWriter, r *http.Request) err
 	if err := c.store.PutHost(r.Context(), h); err != nil {
 		return err
 	}
-	resp := c.registerResponse(s)
+	resp, err := c.registerResponse(r.Context(), s)
+	if err != nil {
+		return err
+	}
 	if len(req.Running) > 0 {
 		stops, err := c.renew(r.Context(), s, req.Running)
 		if err != nil {
@@ -434,6 +461,53 @@ func (c *Coordinator) renew(ctx context.Context, s *session, refs []tasks.LeaseR
 		stops = append(stops, tasks.Stop{Task: ref.Task, Attempt: ref.Attempt, Reason: reason})
 	}
 	return stops, nil
+}
+
+func (c *Coordinator) handleRelease(w http.ResponseWriter, r *http.Request, s *session) error {
+	var req tasks.ReleaseRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	released, err := c.release(r.Context(), s, req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, tasks.ReleaseResponse{Released: released})
+	return nil
+}
+
+// maxReleaseReason bounds the reason a worker gives, which goes into the
+// error of a task that had no attempts left.
+const maxReleaseReason = 200
+
+// release ends the attempts of req that the session's host still holds:
+// its worker says they are dead, so they need not wait for their leases to
+// run out.
+func (c *Coordinator) release(ctx context.Context, s *session, req tasks.ReleaseRequest) ([]tasks.LeaseRef, error) {
+	if len(req.Attempts) > store.MaxClaim {
+		return nil, tasks.Invalid("attempts", "at most %d at a time, got %d", store.MaxClaim, len(req.Attempts))
+	}
+	reason := cmp.Or(strings.TrimSpace(req.Reason), "released by its worker")
+	if len(reason) > maxReleaseReason {
+		return nil, tasks.Invalid("reason", "at most %d bytes, got %d", maxReleaseReason, len(reason))
+	}
+	host := c.hostOf(s).Name
+	changed, err := c.store.ReleaseLeases(ctx, host, req.Attempts, reason, c.cfg.Now().UTC())
+	if err != nil {
+		return nil, err
+	}
+	released := make([]tasks.LeaseRef, 0, len(changed))
+	for _, t := range changed {
+		c.log.Warn("attempt released by its worker", logTask, t.ID, logAttempt, t.Attempt, logHost, host, "reason", reason, "state", t.State)
+		c.publish(ctx, t)
+		for _, ref := range req.Attempts {
+			if ref.Task == t.ID && ref.Attempt == t.Attempt {
+				released = append(released, ref)
+				break
+			}
+		}
+	}
+	return released, nil
 }
 
 // hostLostPrefix starts the error of a task failed by the rescuer (see

@@ -16,8 +16,17 @@ import "time"
 //	GET  /worker/v1/tasks/{id}/inputs/{index}      → raw bytes; query attempt; header X-Mito-Lease
 //	POST /worker/v1/tasks/{id}/inputs-presign      InputPresignRequest → InputPresignResponse
 //	POST /worker/v1/tasks/{id}/finish    FinishRequest    → Task
+//	POST /worker/v1/release              ReleaseRequest   → ReleaseResponse
+//	POST /worker/v1/deregister           ReleaseRequest   → 204
 //
 // Calls after register carry the session in the X-Mito-Session header.
+//
+// The release call ends attempts the worker knows to be dead before their
+// leases run out, so that they are queued again at once: a new shim found
+// them left on its host by an old one and killed them (see
+// RegisterResponse.RunScope), or a stopping worker killed them. The
+// deregister call is a worker's last: it releases what it names, and the
+// coordinator shows the host offline at once.
 //
 // The inputs call streams Spec.Inputs[index] with Content-Length and
 // X-Mito-Sha256 (lowercase hex), which the worker checks. An input that
@@ -53,6 +62,12 @@ type RegisterRequest struct {
 	// worker only the tasks its features cover; a worker that sends none
 	// is taken for the oldest.
 	Features []string `json:"features,omitempty"`
+	// Instance is random and new for every start of the worker process.
+	// A standalone worker that registers under the Name of a live worker
+	// of another Instance is refused (a second worker of one name), while
+	// the same process registering again (the coordinator restarted) is
+	// not.
+	Instance string `json:"instance,omitempty"`
 }
 
 // Worker features, as in RegisterRequest.Features. Each names a part of
@@ -92,6 +107,28 @@ type RegisterResponse struct {
 	// the store. False from an older coordinator, which would answer the
 	// call with a 404 the worker would take for a missing input.
 	DirectInputs bool `json:"direct_inputs,omitempty"`
+	// RunScope names the directory (under ~/.cache/mito/run/ on the
+	// host) where the worker keeps a record of each attempt it runs, for
+	// as long as the attempt's watchdog lives: a worker starting on the
+	// host finds there what an earlier one of the same mito installation
+	// (the same store) and the same host left, kills it and releases it.
+	// It is one path element: the store's cluster id and the host's name.
+	// Empty from an older coordinator: no records are kept.
+	RunScope string `json:"run_scope,omitempty"`
+}
+
+// ReleaseRequest names attempts that are dead on the worker's host and
+// why, for the release and deregister calls.
+type ReleaseRequest struct {
+	Attempts []LeaseRef `json:"attempts,omitempty"`
+	Reason   string     `json:"reason,omitempty"`
+}
+
+// ReleaseResponse lists the attempts the coordinator ended: those of
+// the request that still held their leases on the worker's host. Each
+// task went back to the queue, or failed if it had no attempts left.
+type ReleaseResponse struct {
+	Released []LeaseRef `json:"released"`
 }
 
 // Artifact upload modes, as in RegisterResponse.Artifacts and the

@@ -68,9 +68,8 @@ type attempt struct {
 	cause    stopCause     // set before stopped is closed
 	reason   string
 
-	// lock is the run record's lock, held for the watchdog to inherit
-	// (see rundir.go); nil when the attempt has no record.
-	lock *os.File
+	// record is the attempt's run record directory (rundir.go), or "".
+	record string
 
 	// Guarded by worker.mu:
 	renewedAt time.Time
@@ -121,6 +120,10 @@ func (w *worker) runAttempt(a *attempt) {
 		w.finish(a, tasks.Result{State: tasks.Failed, Error: fmt.Sprintf("create work directory: %v", err), StartedAt: now, FinishedAt: now})
 		return
 	}
+	// Deferred in this order, the run record goes after the directory it
+	// names: a worker that dies in between leaves the next one a record
+	// to clean up after it.
+	defer w.dropRecord(a)
 	defer w.removeDir(a, dir)
 	out := filepath.Join(dir, tasks.OutputDirName)
 	if err := os.Mkdir(out, 0o755); err != nil {
@@ -233,6 +236,11 @@ func (w *worker) execute(a *attempt, dir, out string) tasks.Result {
 	w.mu.Lock()
 	deadline := a.renewedAt.Add(s.leaseTTL - s.margin)
 	w.mu.Unlock()
+	record, lock, err := w.newRecord(a, dir)
+	if err != nil {
+		a.log.Warn("no run record for the attempt: a worker started after this one dies would not find it", keyErr, err)
+	}
+	a.record = record
 	res.StartedAt = time.Now()
 	// The watchdog, not this process, starts the command and sees it
 	// killed: on time, also when this process is killed or frozen.
@@ -245,11 +253,17 @@ func (w *worker) execute(a *attempt, dir, out string) tasks.Result {
 		Deadline:   deadline,
 		Cgroup:     w.cgroup,
 		Name:       fmt.Sprintf("%d-%d", a.ref.Task, a.ref.Attempt),
-		Lock:       a.lock,
+		Lock:       lock,
+		RecordDir:  record,
 		Program:    w.cfg.WatchdogProgram,
 	})
 	stdoutW.Close()
 	stderrW.Close()
+	if lock != nil {
+		// The watchdog holds the lock now, and alone: a later worker
+		// that can take it knows the watchdog is gone.
+		lock.Close()
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -403,8 +417,16 @@ func lookPath(file, path string) (string, error) {
 // removeDir removes an attempt's working directory, also when the task made
 // parts of it read-only.
 func (w *worker) removeDir(a *attempt, dir string) {
+	if err := removeAll(dir); err != nil {
+		a.log.Warn("cannot remove work directory", "dir", dir, keyErr, err)
+	}
+}
+
+// removeAll removes dir and everything in it, also what a task made
+// read-only.
+func removeAll(dir string) error {
 	if err := os.RemoveAll(dir); err == nil {
-		return
+		return nil
 	}
 	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err == nil && d.IsDir() {
@@ -412,9 +434,7 @@ func (w *worker) removeDir(a *attempt, dir string) {
 		}
 		return nil
 	})
-	if err := os.RemoveAll(dir); err != nil {
-		a.log.Warn("cannot remove work directory", "dir", dir, keyErr, err)
-	}
+	return os.RemoveAll(dir)
 }
 
 // finish reports the attempt's result, retrying while the coordinator

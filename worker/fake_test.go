@@ -45,6 +45,8 @@ type fakeCoord struct {
 	refusePresign   bool                  // refuse presigns as a store that cannot presign does
 	registered      tasks.RegisterRequest // the last registration
 	registrations   []tasks.RegisterRequest
+	releases        []tasks.ReleaseRequest // release calls, in order
+	deregistrations []tasks.ReleaseRequest // deregister calls, in order
 	heartbeatsSeen  int
 	claimed, maxRun int // attempts claimed and not finished; the most at once
 	// Direct uploads: the fake S3 behind the presigned URLs, what it holds
@@ -104,6 +106,8 @@ func newFake(t *testing.T, reg tasks.RegisterResponse) *fakeCoord {
 	mux.HandleFunc("POST /worker/v1/tasks/{id}/artifacts-commit", f.session(f.commit))
 	mux.HandleFunc("GET /worker/v1/tasks/{id}/inputs/{index}", f.session(f.input))
 	mux.HandleFunc("POST /worker/v1/tasks/{id}/inputs-presign", f.session(f.inputPresign))
+	mux.HandleFunc("POST /worker/v1/release", f.session(f.release))
+	mux.HandleFunc("POST /worker/v1/deregister", f.session(f.deregister))
 	f.srv = httptest.NewServer(f.hangable(mux))
 	t.Cleanup(f.srv.Close)
 	f.s3obj = make(map[string][]byte)
@@ -302,6 +306,50 @@ func (f *fakeCoord) register(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, resp)
+}
+
+// release queues again the attempts named that hold their leases, as the
+// coordinator does.
+func (f *fakeCoord) release(w http.ResponseWriter, r *http.Request) {
+	var req tasks.ReleaseRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeErr(w, http.StatusBadRequest, tasks.EInvalid, err.Error())
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.releases = append(f.releases, req)
+	writeJSON(w, tasks.ReleaseResponse{Released: f.releaseLocked(req.Attempts)})
+}
+
+func (f *fakeCoord) deregister(w http.ResponseWriter, r *http.Request) {
+	var req tasks.ReleaseRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeErr(w, http.StatusBadRequest, tasks.EInvalid, err.Error())
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deregistrations = append(f.deregistrations, req)
+	f.releaseLocked(req.Attempts)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// releaseLocked requeues the current attempts among refs; f.mu is held.
+func (f *fakeCoord) releaseLocked(refs []tasks.LeaseRef) []tasks.LeaseRef {
+	released := []tasks.LeaseRef{}
+	for _, ref := range refs {
+		ft := f.tasks[ref.Task]
+		if ft == nil || ft.result != nil || ft.token != ref.Token || ft.task.Attempt != ref.Attempt {
+			continue
+		}
+		ft.token, ft.task.State = "", tasks.Queued
+		f.queue = append(f.queue, ft.task.ID)
+		f.claimed--
+		released = append(released, ref)
+	}
+	f.broadcast()
+	return released
 }
 
 func (f *fakeCoord) claim(w http.ResponseWriter, r *http.Request) {

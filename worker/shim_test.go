@@ -107,7 +107,15 @@ func (l *lockedBuffer) String() string {
 // stdout as a chatty .bashrc would.
 func startShim(t *testing.T, f *fakeCoord, argv []string, noise string) *shimProc {
 	t.Helper()
-	p := &shimProc{workDir: t.TempDir(), exited: make(chan struct{})}
+	return startShimIn(t, f, argv, noise, t.TempDir(), t.TempDir())
+}
+
+// startShimIn is startShim with the shim's work root and its cache
+// directory (where its run records go) given, so that a second shim can
+// find what a first one left.
+func startShimIn(t *testing.T, f *fakeCoord, argv []string, noise, workDir, cacheDir string) *shimProc {
+	t.Helper()
+	p := &shimProc{workDir: workDir, exited: make(chan struct{})}
 	stdinR, stdinW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +135,7 @@ func startShim(t *testing.T, f *fakeCoord, argv []string, noise string) *shimPro
 	}
 	p.cmd = exec.Command(argv[0], append(argv[1:], "--work-dir", p.workDir)...)
 	p.cmd.Stdin, p.cmd.Stdout, p.cmd.Stderr = stdinR, stdoutW, stderrW
-	p.cmd.Env = append(os.Environ(), "MITO_COORDINATOR=", "MITO_TOKEN=")
+	p.cmd.Env = append(os.Environ(), "MITO_COORDINATOR=", "MITO_TOKEN=", "XDG_CACHE_HOME="+cacheDir)
 	err = p.cmd.Start()
 	for _, f := range []*os.File{stdinR, stdoutW, stderrW} {
 		f.Close()

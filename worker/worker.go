@@ -87,6 +87,10 @@ type Config struct {
 	ClaimWait time.Duration
 	// Logger receives the worker's own log. Nil discards it.
 	Logger *slog.Logger
+	// RunDir is the root of the run records: what a worker starting on
+	// the host reads to find the attempts an earlier one left (see
+	// rundir.go). Empty means ~/.cache/mito/run.
+	RunDir string
 	// Cgroup is where each attempt gets a cgroup v2 of its own: "" finds
 	// one (this process's own cgroup, if this user may create cgroups
 	// in it; see watchdog.DetectCgroup), "none" uses none, and the
@@ -111,6 +115,7 @@ type worker struct {
 	baseEnv  []string
 	wait     time.Duration // claim wait asked for in the configuration
 	cgroup   string        // parent of the attempts' cgroups, or ""
+	runRoot  string        // root of the run records
 	direct   *http.Client  // for direct artifact uploads
 
 	slotFreed chan struct{} // an attempt ended; capacity 1
@@ -153,6 +158,8 @@ type session struct {
 	grace      time.Duration
 	// artifacts is how artifacts go: tasks.ArtifactsRelay, Direct or Auto.
 	artifacts string
+	// runScope is RegisterResponse.RunScope, if it is one path element.
+	runScope string
 	// directInputs is set when the coordinator can presign input
 	// downloads (RegisterResponse.DirectInputs).
 	directInputs bool
@@ -268,6 +275,9 @@ func (w *worker) runSessions(ctx context.Context) error {
 	w.sess = s
 	w.mu.Unlock()
 	w.log.Info("registered", "slots", s.slots, "artifacts", s.artifacts, "lease_ttl", s.leaseTTL, "heartbeat", s.heartbeat, "kill_margin", s.margin, "work_dir", w.workRoot)
+	// What an earlier worker left on the host dies before anything new
+	// is claimed.
+	w.reconcile(ctx, s)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.claimLoop(gctx, g) })
@@ -313,6 +323,10 @@ func newWorker(cfg Config) (*worker, error) {
 		}
 	} else if err := os.MkdirAll(w.workRoot, 0o700); err != nil {
 		return nil, fmt.Errorf("create work directory: %w", err)
+	}
+	w.runRoot = cfg.RunDir
+	if w.runRoot == "" {
+		w.runRoot = defaultRunDir(w.workRoot)
 	}
 	switch cfg.Cgroup {
 	case "none":
@@ -390,6 +404,11 @@ func (w *worker) register(ctx context.Context) (*client.Client, *tasks.RegisterR
 // newSession makes a session of the coordinator's settings.
 func (w *worker) newSession(c *client.Client, r *tasks.RegisterResponse) *session {
 	s := &session{c: c, slots: w.cfg.Slots, hostEnv: r.Env, logCap: r.LogCap, artifacts: r.Artifacts, directInputs: r.DirectInputs}
+	if scopeRE.MatchString(r.RunScope) {
+		s.runScope = r.RunScope
+	} else if r.RunScope != "" {
+		w.log.Warn("the coordinator's run scope is not a file name; keeping no run records", "scope", r.RunScope)
+	}
 	switch s.artifacts {
 	case tasks.ArtifactsAuto, tasks.ArtifactsDirect:
 	default: // an older coordinator, or a mode this worker does not know

@@ -34,6 +34,14 @@ func NewLeaseToken() string {
 	return hex.EncodeToString(b[:])
 }
 
+// NewClusterID returns a new 64-bit random cluster id in hex (see
+// Store.ClusterID).
+func NewClusterID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // SortAssignments puts the assignments of one claim in the order Claim
 // promises, best first (priority descending, then ID ascending), since
 // UPDATE … RETURNING gives its rows in no promised order.

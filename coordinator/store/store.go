@@ -96,6 +96,17 @@ type Store interface {
 	// "host lost". It returns the tasks it changed.
 	RequeueExpired(ctx context.Context, now time.Time) ([]tasks.Task, error)
 
+	// ReleaseLeases ends at once those attempts of refs that are current
+	// and held by host, as RequeueExpired ends expired ones: back to queued
+	// when attempts remain, else failed with Error "host lost: <reason> on
+	// attempt N". A host's worker calls it for attempts it knows to be
+	// dead (a new shim found them left by an old one and killed them, or
+	// a worker stopped them as it stopped), so that they need not wait for
+	// their leases to run out. Refs that are not current, or held by
+	// another host, are left alone. It returns the tasks it changed,
+	// ordered by ID.
+	ReleaseLeases(ctx context.Context, host string, refs []tasks.LeaseRef, reason string, now time.Time) ([]tasks.Task, error)
+
 	// AppendLog stores a chunk of an attempt's output at byte offset off.
 	// Writing the same offset twice keeps the first (retries are safe).
 	// EStaleLease unless ref is current.
@@ -209,6 +220,12 @@ type Store interface {
 	// concurrent pins of different keys exactly one wins. A pin is never
 	// replaced. EInvalid if hostport is not host:port or key does not parse.
 	PinHostKey(ctx context.Context, hostport, key string) error
+
+	// ClusterID returns a random id made the first time any caller asks,
+	// the same ever after and for every coordinator that shares the store:
+	// it tells what one mito installation left on a host from what another
+	// one did. Of concurrent first callers, all get the same id.
+	ClusterID(ctx context.Context) (string, error)
 
 	// Close releases the store's connections.
 	Close() error

@@ -61,6 +61,9 @@ func Main() int {
 		s.removeCgroup()
 		return 1
 	}
+	if spec.RecordDir != "" {
+		s.writeRecord()
+	}
 	report(ctl, eventMsg{Ev: "started", Pid: s.pid, Containment: s.containment()})
 	// The command has the output pipes; the watchdog lets go of its
 	// copies, so the worker sees their end when the last process of the
@@ -122,6 +125,17 @@ type supervisor struct {
 	killAt     time.Time // when SIGKILL follows the SIGTERM
 	stragglers int
 	err        string
+}
+
+// writeRecord writes the watchdog's pid and the attempt's cgroup where a
+// later worker looks for them (see Record). A failure leaves that worker
+// to find the attempt's processes by their environment.
+func (s *supervisor) writeRecord() {
+	p := filepath.Join(s.spec.RecordDir, recordFile)
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%d %s\n", s.self, s.cgroup)), 0o600); err == nil {
+		_ = os.Rename(tmp, p)
+	}
 }
 
 func (s *supervisor) containment() string {

@@ -90,8 +90,14 @@ type Spec struct {
 	// Name names the attempt ("12-1") in the watchdog's argv and cgroup.
 	Name string
 	// Lock, if set, is an open file the watchdog keeps open (and so any
-	// flock on it held) for as long as it lives; see the run directory.
+	// flock on it held) for as long as it lives: a worker that finds the
+	// lock free knows the watchdog is gone.
 	Lock *os.File
+	// RecordDir, if set, is a directory where the watchdog writes, once
+	// the command runs, the file "watchdog": its own pid and the
+	// attempt's cgroup ("" for none), for a later worker to find it by
+	// (see Record).
+	RecordDir string
 	// Program is the executable that runs Main. Empty means this
 	// process's own (/proc/self/exe).
 	Program string
@@ -139,6 +145,7 @@ type startMsg struct {
 	Deadline   int64         `json:"deadline,omitempty"`
 	Cgroup     string        `json:"cgroup,omitempty"`
 	Name       string        `json:"name"`
+	RecordDir  string        `json:"record_dir,omitempty"`
 }
 
 type ctlMsg struct {
@@ -214,7 +221,7 @@ func Start(s Spec) (*Watchdog, error) {
 	start := startMsg{
 		Path: s.Path, Args: s.Args, Env: s.Env, Dir: s.Dir,
 		Timeout: s.Timeout, Grace: s.Grace, LeaseGrace: s.LeaseGrace,
-		Deadline: mono(s.Deadline), Cgroup: s.Cgroup, Name: s.Name,
+		Deadline: mono(s.Deadline), Cgroup: s.Cgroup, Name: s.Name, RecordDir: s.RecordDir,
 	}
 	r := bufio.NewReader(ctl)
 	fail := func(err error) (*Watchdog, error) {

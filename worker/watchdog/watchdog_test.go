@@ -354,3 +354,50 @@ func cgroupModes(t *testing.T) []cgroupMode {
 	}
 	return modes
 }
+
+// TestKillLeftovers checks how a worker kills what is left of an attempt
+// whose watchdog was killed: by the entry in the processes' environment
+// (and, where there is one, by the attempt's cgroup), setsid children
+// and daemons included, leaving processes without the entry alone.
+func TestKillLeftovers(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	marker := "MITO_WORK_DIR=" + dir
+	run := func(env string) *exec.Cmd {
+		cmd := exec.Command("/bin/sh", "-c", daemonScript+`sleep 1000`)
+		cmd.Env = []string{"D=" + dir, "PATH=/usr/bin:/bin", env}
+		cmd.Dir = dir
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	main := run(marker)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "daemon")); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	pids := append(readPids(t, dir, "setsid", "daemon"), main.Process.Pid)
+	other := exec.Command("sleep", "1000")
+	other.Env = []string{marker + "x"}
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = other.Process.Kill(); _ = other.Wait() }()
+
+	n, err := KillLeftovers("", marker, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 3 {
+		t.Errorf("killed %d; want the main process, the setsid child and the daemon", n)
+	}
+	_ = main.Wait()
+	assertDead(t, "after KillLeftovers", pids...)
+	if !alive(other.Process.Pid) {
+		t.Errorf("a process without the exact entry was killed")
+	}
+}

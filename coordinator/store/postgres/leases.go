@@ -202,3 +202,37 @@ func (s *Store) RequeueExpired(ctx context.Context, at time.Time) ([]tasks.Task,
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }
+
+// ReleaseLeases ends the current attempts among refs that host holds, in
+// one statement: each row is matched by its fence, so a task finished or
+// requeued concurrently is left alone.
+func (s *Store) ReleaseLeases(ctx context.Context, host string, refs []tasks.LeaseRef, reason string, at time.Time) ([]tasks.Task, error) {
+	if len(refs) == 0 {
+		return nil, nil
+	}
+	ids := make([]int64, len(refs))
+	attempts := make([]int32, len(refs))
+	tokens := make([]string, len(refs))
+	for i, r := range refs {
+		ids[i], attempts[i], tokens[i] = int64(r.Task), int32(r.Attempt), r.Token
+	}
+	rows, err := s.pool.Query(ctx, `UPDATE tasks SET
+		state = CASE WHEN tasks.attempt < tasks.max_attempts THEN 'queued' ELSE 'failed' END,
+		error = CASE WHEN tasks.attempt < tasks.max_attempts THEN '' ELSE 'host lost: ' || $1::text || ' on attempt ' || tasks.attempt END,
+		finished_at = CASE WHEN tasks.attempt < tasks.max_attempts THEN NULL ELSE $2::timestamptz END,
+		lease_token = NULL,
+		lease_expires = NULL
+		FROM unnest($3::bigint[], $4::int[], $5::text[]) AS r(id, attempt, token)
+		WHERE tasks.id = r.id AND tasks.state = 'running' AND tasks.attempt = r.attempt
+		  AND tasks.lease_token = r.token AND tasks.host = $6
+		RETURNING `+taskCols("tasks."), reason, at, ids, attempts, tokens, host)
+	if err != nil {
+		return nil, fmt.Errorf("release leases: %w", err)
+	}
+	out, err := collectTasks(rows)
+	if err != nil {
+		return nil, fmt.Errorf("release leases: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}

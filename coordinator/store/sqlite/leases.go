@@ -212,3 +212,39 @@ func (s *Store) RequeueExpired(ctx context.Context, at time.Time) ([]tasks.Task,
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }
+
+// releaseSQL is requeueSQL for one attempt that its host reports dead.
+const releaseSQL = `UPDATE tasks SET
+	state = CASE WHEN attempt < max_attempts THEN 'queued' ELSE 'failed' END,
+	error = CASE WHEN attempt < max_attempts THEN '' ELSE 'host lost: ' || ?1 || ' on attempt ' || attempt END,
+	finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE ?2 END,
+	lease_token = NULL,
+	lease_expires = NULL
+	WHERE id = ?3 AND state = 'running' AND attempt = ?4 AND lease_token = ?5 AND host = ?6
+	RETURNING ` + taskCols
+
+// ReleaseLeases ends the current attempts among refs that host holds.
+func (s *Store) ReleaseLeases(ctx context.Context, host string, refs []tasks.LeaseRef, reason string, at time.Time) ([]tasks.Task, error) {
+	if len(refs) == 0 {
+		return nil, nil
+	}
+	var out []tasks.Task
+	err := s.write(ctx, "release leases", func(tx wtx) error {
+		for _, ref := range refs {
+			t, err := scanTask(tx.QueryRowContext(ctx, releaseSQL, reason, micros(at), int64(ref.Task), ref.Attempt, ref.Token, host))
+			if errors.Is(err, sql.ErrNoRows) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, t)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}

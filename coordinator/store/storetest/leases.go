@@ -418,3 +418,95 @@ func testCancel(t *testing.T, s store.Store) {
 	_, err = s.CancelTask(ctx, 1<<40, at)
 	wantCode(t, err, tasks.ENotFound, "CancelTask of a missing task")
 }
+
+func testReleaseLeases(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	once, twice := spec("lab"), spec("lab")
+	once.MaxAttempts, twice.MaxAttempts = 1, 2
+	ts := submit(t, s, "alice", once, twice, spec("lab"), spec("lab"))
+	as := claim(t, s, store.ClaimParams{Host: "h1", Groups: []string{"lab"}, Max: 3, TTL: time.Minute, Now: t0})
+	other := claim(t, s, store.ClaimParams{Host: "h2", Groups: []string{"lab"}, Max: 1, TTL: time.Minute, Now: t0})
+	if len(as) != 3 || len(other) != 1 {
+		t.Fatalf("claimed %d and %d; want 3 and 1", len(as), len(other))
+	}
+	refOnce, refTwice, refKept := as[0].Lease.LeaseRef, as[1].Lease.LeaseRef, as[2].Lease.LeaseRef
+	stale := refKept
+	stale.Token = tokenLike(refKept.Token)
+	at := t0.Add(10 * time.Second)
+	got, err := s.ReleaseLeases(ctx, "h1", []tasks.LeaseRef{refTwice, refOnce, stale, other[0].Lease.LeaseRef}, "its shim died", at)
+	ok(t, err, "ReleaseLeases")
+	if len(got) != 2 || got[0].ID != ts[0].ID || got[1].ID != ts[1].ID {
+		t.Fatalf("ReleaseLeases = %v; want tasks %d and %d, not the stale token's nor the other host's", ids(got), ts[0].ID, ts[1].ID)
+	}
+	failed, requeued := got[0], got[1]
+	if failed.State != tasks.Failed || failed.LeaseExpires != nil {
+		t.Errorf("task with 1 attempt: %s; want failed, no lease", failed.State)
+	}
+	mention(t, fmt.Errorf("%s", failed.Error), "Error of the failed task", "host lost", "its shim died", "attempt 1")
+	wantTimePtr(t, failed.FinishedAt, &at, "FinishedAt of the failed task")
+	if requeued.State != tasks.Queued || requeued.LeaseExpires != nil || requeued.Error != "" {
+		t.Errorf("task with 2 attempts: %+v; want queued, no lease, no error", requeued)
+	}
+	for _, task := range got {
+		if stored := getTask(t, s, task.ID); !reflect.DeepEqual(stored, task) {
+			t.Errorf("GetTask = %+v\nwant what ReleaseLeases returned: %+v", stored, task)
+		}
+	}
+	for _, ref := range []tasks.LeaseRef{refKept, other[0].Lease.LeaseRef} {
+		if task := getTask(t, s, ref.Task); task.State != tasks.Running {
+			t.Errorf("task %d: %s; want still running", ref.Task, task.State)
+		}
+	}
+	// The released attempt's writes are refused; a second release changes
+	// nothing.
+	_, err = s.Finish(ctx, refTwice, tasks.Result{State: tasks.Succeeded, ExitCode: ptr(0), FinishedAt: at})
+	wantCode(t, err, tasks.EStaleLease, "Finish of a released attempt")
+	got, err = s.ReleaseLeases(ctx, "h1", []tasks.LeaseRef{refTwice}, "again", at)
+	ok(t, err, "ReleaseLeases again")
+	if len(got) != 0 {
+		t.Errorf("second ReleaseLeases = %v; want nothing", ids(got))
+	}
+	if got, err := s.ReleaseLeases(ctx, "h1", nil, "nothing", at); err != nil || len(got) != 0 {
+		t.Errorf("ReleaseLeases of nothing = %v, %v", got, err)
+	}
+	again := claim(t, s, store.ClaimParams{Host: "h3", Groups: []string{"lab"}, Max: 5, TTL: time.Minute, Now: at})
+	if len(again) != 1 || again[0].Task.ID != refTwice.Task || again[0].Task.Attempt != 2 {
+		t.Errorf("claim after release = %+v; want task %d at attempt 2", again, refTwice.Task)
+	}
+}
+
+// tokenLike returns a token of the same form as tok but not equal to it.
+func tokenLike(tok string) string {
+	for {
+		if n := store.NewLeaseToken(); n != tok {
+			return n
+		}
+	}
+}
+
+func testClusterID(t *testing.T, s store.Store) {
+	const n = 8
+	got := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			id, err := s.ClusterID(t.Context())
+			if err != nil {
+				t.Errorf("ClusterID: %v", err)
+			}
+			got[i] = id
+		})
+	}
+	wg.Wait()
+	if b, err := hex.DecodeString(got[0]); err != nil || len(b) != 8 {
+		t.Errorf("ClusterID = %q; want 64 bits in hex", got[0])
+	}
+	for _, id := range got {
+		if id != got[0] {
+			t.Fatalf("concurrent ClusterID calls gave %q; want one id", got)
+		}
+	}
+	if again, err := s.ClusterID(t.Context()); err != nil || again != got[0] {
+		t.Errorf("ClusterID later = %q, %v; want %q", again, err, got[0])
+	}
+}

@@ -43,6 +43,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"FinishFencing", testFinishFencing},
 		{"RequeueExpired", testRequeueExpired},
 		{"MaxAttemptsExhausted", testMaxAttemptsExhausted},
+		{"ReleaseLeases", testReleaseLeases},
+		{"ClusterID", testClusterID},
 		{"Cancel", testCancel},
 		{"Logs", testLogs},
 		{"Artifacts", testArtifacts},

@@ -1,0 +1,184 @@
+package worker
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mitolab/mito/tasks"
+	"github.com/mitolab/mito/worker/watchdog"
+)
+
+// leaverScript, on its first attempt, leaves a child that called setsid
+// and a double-forked daemon, ignores SIGTERM, writes the pids of all
+// three to $D and runs until killed. Its second attempt succeeds at once.
+const leaverScript = `
+if [ "$MITO_ATTEMPT" -gt 1 ]; then echo second; exit 0; fi
+setsid sleep 1000 </dev/null >/dev/null 2>&1 &
+echo $! > "$D/setsid"
+sh -c 'setsid sh -c "sleep 1001 & echo \$! > \"$D/daemon\"" </dev/null >/dev/null 2>&1 &'
+while [ ! -s "$D/daemon" ]; do sleep 0.01; done
+trap "" TERM
+echo $$ > "$D/main"
+while :; do sleep 1; done
+`
+
+// reconcileReg is testReg with a run scope, so that the shims keep run
+// records.
+func reconcileReg() tasks.RegisterResponse {
+	reg := testReg()
+	reg.RunScope = "c0ffee-test-host"
+	return reg
+}
+
+// waitPids waits for the pid files the script writes in dir.
+func waitPids(t *testing.T, dir string, names ...string) []int {
+	t.Helper()
+	var pids []int
+	waitFor(t, 30*time.Second, "the task writes its pids", func() bool {
+		pids = pids[:0]
+		for _, n := range names {
+			b, err := os.ReadFile(filepath.Join(dir, n))
+			if err != nil {
+				return false
+			}
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil {
+				return false
+			}
+			pids = append(pids, pid)
+		}
+		return true
+	})
+	return pids
+}
+
+func liveOf(pids []int) []int {
+	var live []int
+	for _, pid := range pids {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i >= 0 && !strings.HasPrefix(strings.TrimSpace(s[i+1:]), "Z") {
+			live = append(live, pid)
+		}
+	}
+	return live
+}
+
+// TestShimKilledLeavesNothing SIGKILLs a shim while its task (with a
+// setsid child and a double-forked daemon, deaf to SIGTERM) runs: the
+// watchdog kills all of it by itself, and the next shim on the host finds
+// the record, releases the attempt before it claims, and runs the task's
+// next attempt.
+func TestShimKilledLeavesNothing(t *testing.T) {
+	t.Parallel()
+	bins, err := shimBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFake(t, reconcileReg())
+	work, cache, d := t.TempDir(), t.TempDir(), t.TempDir()
+	p := startShimIn(t, f, bins["mito-shim"], "", work, cache)
+	id := f.submit(tasks.Spec{Shell: leaverScript, Env: map[string]string{"D": d}})
+	pids := waitPids(t, d, "main", "setsid", "daemon")
+	t.Cleanup(func() {
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	records, _ := filepath.Glob(filepath.Join(cache, "mito", "run", "c0ffee-test-host", "*"))
+	if len(records) != 1 {
+		t.Fatalf("run records %v; want the running attempt's", records)
+	}
+
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exited
+	// The watchdog sees its shim gone and kills the attempt, SIGKILL
+	// after the lease grace (a tenth of the 10s lease).
+	waitFor(t, 30*time.Second, "the attempt dies without its shim", func() bool { return len(liveOf(pids)) == 0 })
+
+	p2 := startShimIn(t, f, bins["mito-shim"], "", work, cache)
+	res := f.waitResult(t, id, 30*time.Second)
+	if res.State != tasks.Succeeded {
+		t.Errorf("task after the shim was killed: %s (%s); want its second attempt to succeed", res.State, res.Error)
+	}
+	f.mu.Lock()
+	releases := slices.Clone(f.releases)
+	attempt := f.tasks[id].task.Attempt
+	f.mu.Unlock()
+	if len(releases) != 1 || len(releases[0].Attempts) != 1 || releases[0].Attempts[0].Task != id || releases[0].Attempts[0].Attempt != 1 {
+		t.Errorf("releases %+v; want one, of task %d attempt 1", releases, id)
+	}
+	if attempt != 2 {
+		t.Errorf("task ran %d attempts; want 2", attempt)
+	}
+	assertEmptyDirWithin(t, work, 10*time.Second)
+	if left, _ := filepath.Glob(filepath.Join(cache, "mito", "run", "c0ffee-test-host", "*")); len(left) != 0 {
+		t.Errorf("run records left: %v", left)
+	}
+	_ = p2
+}
+
+// TestWatchdogKilledLeftoversReaped SIGKILLs the shim and the attempt's
+// watchdog together, so that nothing on the host kills the attempt: the
+// next shim finds the record with its lock free, and kills what is left
+// by the attempt's cgroup or, without one, by the work directory its
+// processes carry in their environment.
+func TestWatchdogKilledLeftoversReaped(t *testing.T) {
+	t.Parallel()
+	bins, err := shimBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFake(t, reconcileReg())
+	work, cache, d := t.TempDir(), t.TempDir(), t.TempDir()
+	p := startShimIn(t, f, bins["mito-shim"], "", work, cache)
+	id := f.submit(tasks.Spec{Shell: leaverScript, Env: map[string]string{"D": d}})
+	pids := waitPids(t, d, "main", "setsid", "daemon")
+	t.Cleanup(func() {
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	recDir := filepath.Join(cache, "mito", "run", "c0ffee-test-host", strconv.FormatInt(int64(id), 10)+"-1")
+	var wr watchdog.Record
+	waitFor(t, 10*time.Second, "the watchdog writes its record", func() bool {
+		wr, err = watchdog.ReadRecord(recDir)
+		return err == nil
+	})
+	for _, pid := range []int{p.cmd.Process.Pid, wr.Pid} {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-p.exited
+	waitFor(t, 10*time.Second, "the watchdog dies", func() bool { return len(liveOf([]int{wr.Pid})) == 0 })
+	if live := liveOf(pids); len(live) != 3 {
+		t.Fatalf("live after the watchdog was killed: %v of %v; want all three (nothing killed them)", live, pids)
+	}
+
+	startShimIn(t, f, bins["mito-shim"], "", work, cache)
+	if res := f.waitResult(t, id, 30*time.Second); res.State != tasks.Succeeded {
+		t.Errorf("task: %s (%s); want its second attempt to succeed", res.State, res.Error)
+	}
+	if live := liveOf(pids); len(live) != 0 {
+		t.Errorf("processes %v of the first attempt still run after the next shim reconciled (cgroup %q)", live, wr.Cgroup)
+	}
+	f.mu.Lock()
+	n := len(f.releases)
+	f.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d release calls; want 1", n)
+	}
+	assertEmptyDirWithin(t, work, 10*time.Second)
+}

@@ -1,0 +1,229 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/mitolab/mito/tasks"
+	"github.com/mitolab/mito/worker/watchdog"
+)
+
+// The run directory: for each attempt whose command runs, the worker keeps
+// a record under RunDir/<scope>/<task>-<attempt>/, for as long as the
+// attempt's watchdog lives:
+//
+//	attempt.json  the lease (task, attempt, token) and the work directory
+//	lock          flock'd by the worker, then held by the watchdog alone
+//	watchdog      the watchdog's pid and the attempt's cgroup (watchdog.Record)
+//
+// A worker that is killed leaves its records behind; its watchdogs kill
+// their attempts and exit, but one may still be at it, or be frozen, or
+// have been killed itself. So a worker starting on the host first
+// reconciles: for each record of its scope it makes sure the attempt is
+// dead (SIGTERM to a live watchdog, found by the lock being held; then the
+// attempt's cgroup, or processes that carry its work directory in their
+// environment), removes its work directory and record, and tells the
+// coordinator, which queues the attempt again at once rather than when its
+// lease runs out. Only then does it claim anything.
+//
+// The scope (RegisterResponse.RunScope) is the store's cluster id and the
+// host's name, so that another mito installation, or another inventory
+// host that logs in as the same user, is never touched.
+
+// runRecord is attempt.json.
+type runRecord struct {
+	Lease   tasks.LeaseRef `json:"lease"`
+	WorkDir string         `json:"work_dir"`
+	Created time.Time      `json:"created"`
+}
+
+// scopeRE is what a run scope may look like: one path element.
+var scopeRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
+
+// defaultRunDir is ~/.cache/mito/run (honouring XDG_CACHE_HOME), or a
+// directory beside the work root when there is no home.
+func defaultRunDir(workRoot string) string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "mito", "run")
+	}
+	return filepath.Join(workRoot, ".run")
+}
+
+// scopeDir returns the run directory of the current session's scope, or ""
+// when the coordinator gave none (an older one): no records are kept.
+func (w *worker) scopeDir(s *session) string {
+	if s.runScope == "" || w.runRoot == "" {
+		return ""
+	}
+	return filepath.Join(w.runRoot, s.runScope)
+}
+
+// newRecord writes an attempt's record and takes its lock, for the
+// watchdog to inherit. It returns the record's directory and the lock
+// file; the caller closes the lock once the watchdog holds it.
+func (w *worker) newRecord(a *attempt, workDir string) (string, *os.File, error) {
+	scope := w.scopeDir(w.cur())
+	if scope == "" {
+		return "", nil, nil
+	}
+	dir := filepath.Join(scope, fmt.Sprintf("%d-%d", a.ref.Task, a.ref.Attempt))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", nil, fmt.Errorf("create run record: %w", err)
+	}
+	lock, err := watchdog.TryLock(filepath.Join(dir, "lock"))
+	if err != nil {
+		return "", nil, fmt.Errorf("create run record: %w", err)
+	}
+	b, _ := json.Marshal(runRecord{Lease: a.ref, WorkDir: workDir, Created: time.Now().UTC()})
+	tmp := filepath.Join(dir, "attempt.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, "attempt.json"))
+	}
+	if err != nil {
+		lock.Close()
+		_ = os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("create run record: %w", err)
+	}
+	return dir, lock, nil
+}
+
+// dropRecord removes an attempt's record once nothing of it is left.
+func (w *worker) dropRecord(a *attempt) {
+	if a.record == "" {
+		return
+	}
+	if err := os.RemoveAll(a.record); err != nil {
+		a.log.Warn("cannot remove the attempt's run record", "dir", a.record, keyErr, err)
+	}
+}
+
+// reconcileLimit bounds how long reconcile waits for one old attempt to
+// die after SIGTERM to its watchdog, beyond the lease grace, before it
+// kills the watchdog itself.
+const reconcileLimit = 5 * time.Second
+
+// reconcile kills what earlier workers of this scope left on the host and
+// releases it with the coordinator. It returns once every such attempt is
+// dead (or could not be killed, which it logs), whatever the coordinator
+// answers: a lease that is not released runs out by itself.
+func (w *worker) reconcile(ctx context.Context, s *session) {
+	scope := w.scopeDir(s)
+	if scope == "" {
+		return
+	}
+	entries, err := os.ReadDir(scope)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			w.log.Warn("cannot read the run directory", "dir", scope, keyErr, err)
+		}
+		return
+	}
+	var dead []tasks.LeaseRef
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		ref, ok := w.reapRecord(filepath.Join(scope, e.Name()), s.leaseGrace+reconcileLimit)
+		if ok {
+			dead = append(dead, ref)
+		}
+	}
+	if len(dead) == 0 {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, requestSlack)
+	defer cancel()
+	resp, err := s.c.Release(rctx, tasks.ReleaseRequest{Attempts: dead, Reason: "its worker was gone; the next one on the host killed what was left"})
+	if err != nil {
+		w.log.Warn("cannot release the attempts a previous worker left; their leases will run out", "count", len(dead), keyErr, err)
+		return
+	}
+	w.log.Info("released the attempts a previous worker left", "found", len(dead), "released", len(resp.Released))
+}
+
+// reapRecord makes sure the attempt of one record is dead, removes its
+// work directory and the record, and returns its lease. ok is false when
+// the record names no lease (it was half written) or the attempt could not
+// be killed; such a record is left for the next worker to try again.
+func (w *worker) reapRecord(dir string, limit time.Duration) (ref tasks.LeaseRef, ok bool) {
+	log := w.log.With("record", dir)
+	var rec runRecord
+	b, recErr := os.ReadFile(filepath.Join(dir, "attempt.json"))
+	if recErr == nil {
+		recErr = json.Unmarshal(b, &rec)
+	}
+	lock, lerr := watchdog.TryLock(filepath.Join(dir, "lock"))
+	if errors.Is(lerr, watchdog.ErrLocked) {
+		// A watchdog still runs: of a killed worker, still killing its
+		// attempt, or of a frozen one, whose attempt still runs.
+		wr, rerr := watchdog.ReadRecord(dir)
+		if rerr != nil {
+			log.Warn("a watchdog holds the record's lock but left no pid; leaving it", keyErr, rerr)
+			return ref, false
+		}
+		log.Info("stopping the watchdog a previous worker left", "pid", wr.Pid)
+		wr.Terminate()
+		deadline := time.Now().Add(limit)
+		for {
+			lock, lerr = watchdog.TryLock(filepath.Join(dir, "lock"))
+			if !errors.Is(lerr, watchdog.ErrLocked) {
+				break
+			}
+			if time.Now().After(deadline) {
+				log.Warn("the watchdog did not exit; killing it", "pid", wr.Pid)
+				wr.Kill()
+				deadline = time.Now().Add(limit)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if lerr != nil {
+		log.Warn("cannot lock the run record", keyErr, lerr)
+		return ref, false
+	}
+	defer lock.Close()
+	// The watchdog is gone. It killed its attempt, unless it was killed
+	// itself: what is left is in its cgroup, or carries the attempt's
+	// work directory in its environment.
+	wr, _ := watchdog.ReadRecord(dir)
+	if rec.WorkDir != "" || wr.Cgroup != "" {
+		marker := ""
+		if rec.WorkDir != "" {
+			marker = "MITO_WORK_DIR=" + rec.WorkDir
+		}
+		n, kerr := watchdog.KillLeftovers(wr.Cgroup, marker, limit)
+		if kerr != nil {
+			log.Error("cannot kill what is left of an attempt", keyErr, kerr)
+			return ref, false
+		}
+		if n > 0 {
+			log.Warn("killed processes of an attempt whose watchdog was gone", "count", n)
+		}
+	}
+	if rec.WorkDir != "" && w.ownsWorkDir(rec.WorkDir) {
+		if err := removeAll(rec.WorkDir); err != nil {
+			log.Warn("cannot remove an old attempt's work directory", "dir", rec.WorkDir, keyErr, err)
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		log.Warn("cannot remove the run record", keyErr, err)
+	}
+	if recErr != nil || rec.Lease.Task == 0 {
+		return ref, false
+	}
+	return rec.Lease, true
+}
+
+// ownsWorkDir reports whether dir is an attempt's directory in this
+// worker's work root, the only kind a record may make it remove.
+func (w *worker) ownsWorkDir(dir string) bool {
+	rel, err := filepath.Rel(w.workRoot, dir)
+	return err == nil && rel != "." && !strings.Contains(rel, string(filepath.Separator)) && !strings.HasPrefix(rel, "..")
+}

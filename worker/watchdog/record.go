@@ -1,0 +1,174 @@
+package watchdog
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// recordFile is the file in Spec.RecordDir that a watchdog writes.
+const recordFile = "watchdog"
+
+// Record is what a watchdog wrote in its Spec.RecordDir.
+type Record struct {
+	Pid    int    // the watchdog's
+	Cgroup string // the attempt's cgroup, or ""
+}
+
+// ReadRecord reads the record a watchdog wrote in dir. It fails with an
+// error wrapping os.ErrNotExist when there is none (the watchdog did not
+// get that far).
+func ReadRecord(dir string) (Record, error) {
+	b, err := os.ReadFile(filepath.Join(dir, recordFile))
+	if err != nil {
+		return Record{}, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 1 {
+		return Record{}, fmt.Errorf("watchdog record in %s is empty", dir)
+	}
+	pid, err := strconv.Atoi(f[0])
+	if err != nil || pid <= 1 {
+		return Record{}, fmt.Errorf("watchdog record in %s: bad pid %q", dir, f[0])
+	}
+	r := Record{Pid: pid}
+	if len(f) > 1 {
+		r.Cgroup = f[1]
+	}
+	return r, nil
+}
+
+// Terminate asks the watchdog of r to kill its attempt and exit, with
+// SIGTERM, if r.Pid is still a watchdog of this user (a pid may have been
+// reused since). It reports whether it sent the signal.
+func (r Record) Terminate() bool {
+	return r.signal(unix.SIGTERM)
+}
+
+// Kill kills the watchdog of r itself, if r.Pid is still one of this
+// user's: for one that did not exit after Terminate.
+func (r Record) Kill() bool {
+	return r.signal(unix.SIGKILL)
+}
+
+func (r Record) signal(sig unix.Signal) bool {
+	comm, err := os.ReadFile("/proc/" + strconv.Itoa(r.Pid) + "/comm")
+	if err != nil || strings.TrimSpace(string(comm)) != childName || !ownProcess(r.Pid) {
+		return false
+	}
+	return unix.Kill(r.Pid, sig) == nil
+}
+
+// ownProcess reports whether pid runs as this process's real user.
+func ownProcess(pid int) bool {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/"+strconv.Itoa(pid), &st); err != nil {
+		return false
+	}
+	return int(st.Uid) == os.Getuid()
+}
+
+// KillLeftovers kills what is left of an attempt whose watchdog is gone
+// (it was killed itself, so nobody killed the attempt): every process of
+// cgroup, if it is not "", and every process of this user whose
+// environment holds the entry marker ("MITO_WORK_DIR=/tmp/…", unique to
+// the attempt), which the attempt's processes inherit. It waits until
+// they are gone, or until limit passes, and returns how many it found
+// and an error naming those still alive.
+func KillLeftovers(cgroup, marker string, limit time.Duration) (int, error) {
+	seen := map[int]bool{}
+	deadline := time.Now().Add(limit)
+	for {
+		var live []int
+		if cgroup != "" {
+			_ = os.WriteFile(filepath.Join(cgroup, "cgroup.kill"), []byte("1"), 0)
+			live = append(live, cgroupProcs(cgroup)...)
+		}
+		live = append(live, withEnv(marker)...)
+		for _, pid := range live {
+			seen[pid] = true
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+		if len(live) == 0 {
+			if cgroup != "" {
+				_ = os.Remove(cgroup)
+			}
+			return len(seen), nil
+		}
+		if time.Now().After(deadline) {
+			return len(seen), fmt.Errorf("processes %v of the attempt do not die", live)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// withEnv lists the live processes of this user whose environment holds
+// the entry kv.
+func withEnv(kv string) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	want := []byte(kv)
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() || !ownProcess(pid) {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil {
+			continue
+		}
+		for _, entry := range bytes.Split(b, []byte{0}) {
+			if bytes.Equal(entry, want) {
+				if st, ok := procState(pid); ok && st != 'Z' {
+					out = append(out, pid)
+				}
+				break
+			}
+		}
+	}
+	return out
+}
+
+// procState returns a process's state letter from /proc/PID/stat.
+func procState(pid int) (byte, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0, false
+	}
+	return b[i+2], true
+}
+
+// ErrLocked is returned by TryLock when another process holds the lock.
+var ErrLocked = errors.New("locked")
+
+// TryLock takes an exclusive flock on path, creating the file, without
+// waiting. It fails with ErrLocked when a live process (a watchdog that
+// inherited the lock) holds it.
+func TryLock(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, ErrLocked
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return f, nil
+}

@@ -88,6 +88,7 @@ func (c *Coordinator) routes() http.Handler {
 	worker("POST /worker/v1/tasks/{id}/inputs-presign", c.handlePresignInput)
 	worker("POST /worker/v1/tasks/{id}/finish", c.handleFinish)
 	worker("POST /worker/v1/release", c.handleRelease)
+	worker("POST /worker/v1/deregister", c.handleDeregister)
 
 	anon("GET /healthz", func(w http.ResponseWriter, r *http.Request) error {
 		_, err := io.WriteString(w, "ok\n")

@@ -32,9 +32,17 @@ type session struct {
 	// disabled user or a lost role stops the worker getting new work.
 	user      string
 	tokenHash string
-	// lastSeen is when the session last called, for expiring TCP sessions.
-	// Guarded by Coordinator.mu, like the fields below.
+	// lastSeen is when the session last called (a long poll counts as a
+	// call until it ends), and inflight how many of its calls are under
+	// way: a TCP worker with none under way and silent for long is gone.
+	// stored is when its host record was last written, which tells other
+	// coordinators (and this one after a restart) that it is alive.
+	// instance is the worker process's RegisterRequest.Instance. Guarded
+	// by Coordinator.mu, like the fields below.
 	lastSeen time.Time
+	inflight int
+	stored   time.Time
+	instance string
 	// draining marks a host removed from the inventory: it finishes its
 	// running tasks and claims nothing new.
 	draining bool
@@ -81,10 +89,26 @@ func (c *Coordinator) dropUserSessions(user string) {
 	}
 }
 
-// sessionIdle is how long a TCP worker may stay silent before its session
-// is forgotten. It must outlast a long poll.
+// sessionIdle is how long a TCP worker may stay silent, with no call
+// under way, before its host shows offline: three quarters of a lease
+// TTL, so that with the sweep every quarter it is offline within a TTL.
+// A live worker always has a claim or a heartbeat under way, both long
+// polls, and leaves only a moment between two.
 func (c *Coordinator) sessionIdle() time.Duration {
+	return c.cfg.LeaseTTL * 3 / 4
+}
+
+// sessionForget is how long a silent TCP worker's session is kept: one
+// that calls again within it (it was stopped, or cut off, for a while)
+// comes back ready without registering again, and its late writes are
+// refused for what they are (a stale lease), not for an unknown session.
+func (c *Coordinator) sessionForget() time.Duration {
 	return max(2*c.cfg.LeaseTTL, c.cfg.MaxWait+c.cfg.LeaseTTL)
+}
+
+// liveLocked reports whether a TCP session's worker is alive; c.mu is held.
+func (c *Coordinator) liveLocked(s *session, now time.Time) bool {
+	return s.inflight > 0 || now.Sub(s.lastSeen) <= c.sessionIdle()
 }
 
 // workerSession wraps a worker handler: the session comes from the link,
@@ -95,10 +119,26 @@ func (c *Coordinator) workerSession(h func(http.ResponseWriter, *http.Request, *
 			return h(w, r, s)
 		}
 		id := r.Header.Get("X-Mito-Session")
+		now := c.cfg.Now()
 		c.mu.Lock()
 		s := c.sessions[id]
+		var rec *tasks.Host
 		if s != nil {
-			s.lastSeen = c.cfg.Now()
+			s.lastSeen = now
+			s.inflight++
+			// The record says the worker lives, for other coordinators
+			// and for this one after a restart; a quarter of a TTL old
+			// is fresh enough. A worker shown offline for its silence
+			// is back.
+			if now.Sub(s.stored) > c.cfg.LeaseTTL/4 || s.host.State == tasks.HostOffline {
+				if s.host.State == tasks.HostOffline {
+					c.log.Info("worker calls again; ready", logHost, s.host.Name)
+					s.host.State = tasks.HostReady
+				}
+				s.stored = now
+				h := c.setHostStateLocked(s, s.host.State, s.host.LastError)
+				rec = &h
+			}
 		}
 		c.mu.Unlock()
 		if s == nil {
@@ -107,8 +147,14 @@ func (c *Coordinator) workerSession(h func(http.ResponseWriter, *http.Request, *
 		defer func() { // a long poll counts as activity until it ends
 			c.mu.Lock()
 			s.lastSeen = c.cfg.Now()
+			s.inflight--
 			c.mu.Unlock()
 		}()
+		if rec != nil {
+			if err := c.store.PutHost(r.Context(), *rec); err != nil {
+				c.log.Warn("store host", logHost, rec.Name, logErr, err)
+			}
+		}
 		return h(w, r, s)
 	})
 }
@@ -228,8 +274,12 @@ func (c *Coordinator) registerTCP(r *http.Request, req tasks.RegisterRequest) (*
 	if h, err := c.store.GetHost(r.Context(), req.Name); err == nil && h.Transport != "worker" {
 		return nil, &tasks.Error{Code: tasks.EConflict, Field: "name", Message: fmt.Sprintf("name: host %q is an inventory host", req.Name)}
 	}
-	// A name held by another user's live worker is not up for grabs; the
-	// same user re-registering (a restarted worker) takes it over.
+	// A name held by another user's worker is not up for grabs, nor one
+	// held by another live worker process: two workers of one name would
+	// take each other's session in turns. The same process registering
+	// again (the coordinator restarted, or forgot its session) takes its
+	// name back, as does any worker once the old one is gone.
+	now := c.cfg.Now()
 	c.mu.Lock()
 	for id, other := range c.sessions {
 		if other.host.Name != req.Name {
@@ -238,6 +288,16 @@ func (c *Coordinator) registerTCP(r *http.Request, req tasks.RegisterRequest) (*
 		if other.user != u.Name {
 			c.mu.Unlock()
 			return nil, &tasks.Error{Code: tasks.EConflict, Field: "name", Message: fmt.Sprintf("name: a worker of user %s is registered as %q", other.user, req.Name)}
+		}
+		if req.Instance != "" && other.instance != "" && req.Instance != other.instance && c.liveLocked(other, now) {
+			seen := "calling now"
+			if other.inflight == 0 {
+				seen = fmt.Sprintf("last seen %s ago", now.Sub(other.lastSeen).Round(time.Second))
+			}
+			c.mu.Unlock()
+			return nil, &tasks.Error{Code: tasks.EConflict, Field: "name", Message: fmt.Sprintf(
+				"name: another worker named %q is running (%s); start this one with its own --name, or stop the other (a worker that stopped without saying so frees its name within %s)",
+				req.Name, seen, c.cfg.LeaseTTL)}
 		}
 		delete(c.sessions, id)
 	}
@@ -248,6 +308,7 @@ func (c *Coordinator) registerTCP(r *http.Request, req tasks.RegisterRequest) (*
 		id:        newSessionID(),
 		user:      u.Name,
 		tokenHash: tokenHash,
+		instance:  req.Instance,
 		host: tasks.Host{
 			Name: req.Name, Transport: "worker", Tags: slices.Compact(tags), Groups: req.Groups,
 			Slots: req.Slots, State: tasks.HostReady, OS: req.OS, Arch: req.Arch,
@@ -641,9 +702,12 @@ func (c *Coordinator) handleFinish(w http.ResponseWriter, r *http.Request, s *se
 }
 
 // expireSessions forgets TCP workers that stopped calling, and marks
-// their hosts offline; their leases run out on their own.
+// their hosts offline; their leases run out on their own. It also marks
+// offline the workers whose records nobody refreshed for a lease TTL:
+// workers of another coordinator that died, or of this one before it
+// restarted, which no session here will ever expire.
 func (c *Coordinator) expireSessions(ctx context.Context) error {
-	t := time.NewTicker(c.cfg.LeaseTTL)
+	t := time.NewTicker(max(c.cfg.LeaseTTL/4, 10*time.Millisecond))
 	defer t.Stop()
 	for {
 		select {
@@ -651,20 +715,73 @@ func (c *Coordinator) expireSessions(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
+		now := c.cfg.Now()
 		var gone []tasks.Host
+		live := map[string]bool{}
 		c.mu.Lock()
 		for id, s := range c.sessions {
-			if !s.linked && c.cfg.Now().Sub(s.lastSeen) > c.sessionIdle() {
+			if s.linked {
+				continue
+			}
+			live[s.host.Name] = true
+			if c.liveLocked(s, now) {
+				continue
+			}
+			if now.Sub(s.lastSeen) > c.sessionForget() {
 				delete(c.sessions, id)
-				gone = append(gone, s.host)
+			}
+			if s.host.State != tasks.HostOffline {
+				s.stored = now
+				gone = append(gone, c.setHostStateLocked(s, tasks.HostOffline, "worker stopped calling"))
 			}
 		}
 		c.mu.Unlock()
 		for _, h := range gone {
-			h.State, h.LastError, h.UpdatedAt = tasks.HostOffline, "worker stopped calling", c.cfg.Now().UTC()
+			c.log.Info("worker stopped calling; offline", logHost, h.Name)
+			if err := c.store.PutHost(ctx, h); err != nil {
+				c.log.Warn("store host", logHost, h.Name, logErr, err)
+			}
+		}
+		hosts, err := c.store.ListHosts(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				c.log.Warn("list hosts", logErr, err)
+			}
+			continue
+		}
+		for _, h := range hosts {
+			if h.Transport != "worker" || h.State == tasks.HostOffline || live[h.Name] || now.Sub(h.UpdatedAt) <= c.cfg.LeaseTTL {
+				continue
+			}
+			c.log.Info("worker's record not refreshed for a lease TTL; offline", logHost, h.Name, "updated_at", h.UpdatedAt)
+			h.State, h.LastError, h.UpdatedAt = tasks.HostOffline, "worker stopped calling", now.UTC()
 			if err := c.store.PutHost(ctx, h); err != nil {
 				c.log.Warn("store host", logHost, h.Name, logErr, err)
 			}
 		}
 	}
+}
+
+func (c *Coordinator) handleDeregister(w http.ResponseWriter, r *http.Request, s *session) error {
+	var req tasks.ReleaseRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	if _, err := c.release(r.Context(), s, req); err != nil {
+		return err
+	}
+	if !s.linked {
+		// An inventory host's state is its link's; a TCP worker that
+		// says goodbye is offline now.
+		c.mu.Lock()
+		delete(c.sessions, s.id)
+		h := c.setHostStateLocked(s, tasks.HostOffline, "worker stopped")
+		c.mu.Unlock()
+		if err := c.store.PutHost(r.Context(), h); err != nil {
+			return err
+		}
+		c.log.Info("worker stopped; offline", logHost, h.Name)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
 }

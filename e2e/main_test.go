@@ -67,6 +67,7 @@ type lab struct {
 	cfgDir string
 	work   string // shims' work root
 	cmd    *exec.Cmd
+	args   []string // the coordinator's
 	logs   *syncBuffer
 }
 
@@ -108,14 +109,8 @@ func startLab(t *testing.T, inventory string, extraArgs ...string) *lab {
 	}
 	addr := freePort(t)
 	l := &lab{t: t, url: "http://" + addr, data: filepath.Join(dir, "data"), cfgDir: filepath.Join(dir, "config"), work: filepath.Join(dir, "work"), logs: &syncBuffer{}}
-	args := append([]string{"coordinator", "--listen", addr, "--data-dir", filepath.Join(dir, "data"), "--inventory", inv, "--lease-ttl", "4s", "--kill-grace", "1s", "--log-level", "debug"}, extraArgs...)
-	l.cmd = exec.Command(filepath.Join(bin, "mito"), args...)
-	l.cmd.Env = append(os.Environ(), "MITO_ADMIN_PASSWORD="+adminPassword, "TMPDIR="+l.work)
+	l.args = append([]string{"coordinator", "--listen", addr, "--data-dir", filepath.Join(dir, "data"), "--inventory", inv, "--lease-ttl", "4s", "--kill-grace", "1s", "--log-level", "debug"}, extraArgs...)
 	if err := os.MkdirAll(l.work, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	l.cmd.Stdout, l.cmd.Stderr = l.logs, l.logs
-	if err := l.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -124,7 +119,22 @@ func startLab(t *testing.T, inventory string, extraArgs ...string) *lab {
 			t.Logf("coordinator log:\n%s", l.logs.String())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
+	l.startCoordinator()
+	l.mustRun(withEnv("MITO_PASSWORD="+adminPassword), "client", "login", "-u", "admin")
+	return l
+}
+
+// startCoordinator starts the lab's coordinator and waits until it answers.
+func (l *lab) startCoordinator() {
+	t := l.t
+	t.Helper()
+	l.cmd = exec.Command(filepath.Join(bin, "mito"), l.args...)
+	l.cmd.Env = append(os.Environ(), "MITO_ADMIN_PASSWORD="+adminPassword, "TMPDIR="+l.work)
+	l.cmd.Stdout, l.cmd.Stderr = l.logs, l.logs
+	if err := l.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		resp, err := http.Get(l.url + "/healthz")
 		if err == nil {
@@ -136,8 +146,14 @@ func startLab(t *testing.T, inventory string, extraArgs ...string) *lab {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	l.mustRun(withEnv("MITO_PASSWORD="+adminPassword), "client", "login", "-u", "admin")
-	return l
+}
+
+// restart stops the lab's coordinator and starts it again on the same
+// data directory and address.
+func (l *lab) restart() {
+	l.t.Helper()
+	l.stop()
+	l.startCoordinator()
 }
 
 // stop sends SIGTERM and waits, as a service manager would.

@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -104,5 +105,121 @@ func TestPostgresAndS3(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(l.data, "artifacts")); err == nil {
 		t.Errorf("artifacts went to the data directory, not to S3")
+	}
+}
+
+// workerProc is a `mito worker` the test started.
+type workerProc struct {
+	cmd    *exec.Cmd
+	logs   *syncBuffer
+	exited chan struct{}
+}
+
+// startWorker starts `mito worker` for the lab under name, serving the
+// admin group with the tag "remote".
+func (l *lab) startWorker(name string, args ...string) *workerProc {
+	l.t.Helper()
+	w := &workerProc{logs: &syncBuffer{}, exited: make(chan struct{})}
+	w.cmd = exec.Command(filepath.Join(bin, "mito"), append([]string{"worker", "--coordinator", l.url, "--name", name, "-g", "admin", "-t", "remote", "--work-dir", l.t.TempDir()}, args...)...)
+	w.cmd.Env = append(os.Environ(), "MITO_CONFIG_DIR="+l.cfgDir, "XDG_CACHE_HOME="+l.t.TempDir())
+	w.cmd.Stdout, w.cmd.Stderr = w.logs, w.logs
+	if err := w.cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	go func() { _ = w.cmd.Wait(); close(w.exited) }()
+	l.t.Cleanup(func() {
+		_ = w.cmd.Process.Kill()
+		<-w.exited
+		if l.t.Failed() {
+			l.t.Logf("worker %s log:\n%s", name, w.logs.String())
+		}
+	})
+	return w
+}
+
+// TestWorkerGoneWhileCoordinatorDown stops a worker while its
+// coordinator is down: once the coordinator is back, the worker must show
+// offline within a lease TTL of the restart, not ready for ever.
+func TestWorkerGoneWhileCoordinatorDown(t *testing.T) {
+	l := startLab(t, "hosts: []\n")
+	w := l.startWorker("gone-host")
+	l.waitHosts(60*time.Second, tasks.HostReady, "gone-host")
+	l.stop()
+	if err := w.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-w.exited
+	l.startCoordinator()
+	h := l.waitHosts(60*time.Second, tasks.HostOffline, "gone-host")["gone-host"]
+	if !strings.Contains(h.LastError, "stopped calling") {
+		t.Errorf("offline worker's last error %q; want it to say it stopped calling", h.LastError)
+	}
+
+	// One that is alive across the restart comes back ready by itself.
+	l.startWorker("live-host")
+	l.waitHosts(60*time.Second, tasks.HostReady, "live-host")
+	l.restart()
+	l.waitHosts(60*time.Second, tasks.HostReady, "live-host")
+	tid := l.submit("-t", "remote", "--", "true")
+	if task := l.waitFor(tid, 60*time.Second, tasks.Succeeded, tasks.Failed); task.State != tasks.Succeeded || task.Host != "live-host" {
+		t.Errorf("task after the restart: %s on %q; want succeeded on live-host", task.State, task.Host)
+	}
+}
+
+// TestWorkerDuplicateNameRefused starts a second worker under the name of
+// a live one: it must exit 5 and say to use --name, and the first must
+// keep its session.
+func TestWorkerDuplicateNameRefused(t *testing.T) {
+	l := startLab(t, "hosts: []\n")
+	first := l.startWorker("dup-host")
+	l.waitHosts(60*time.Second, tasks.HostReady, "dup-host")
+	second := l.startWorker("dup-host")
+	select {
+	case <-second.exited:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("a second worker named dup-host still runs after 60s; want it refused at once")
+	}
+	if code := second.cmd.ProcessState.ExitCode(); code != 5 {
+		t.Errorf("second worker of one name: exit %d; want 5\n%s", code, second.logs.String())
+	}
+	if out := second.logs.String(); !strings.Contains(out, "--name") || !strings.Contains(out, "dup-host") {
+		t.Errorf("second worker said %q; want the name and a hint to use --name", out)
+	}
+	tid := l.submit("-t", "remote", "--", "true")
+	if task := l.waitFor(tid, 60*time.Second, tasks.Succeeded, tasks.Failed); task.State != tasks.Succeeded || task.Host != "dup-host" {
+		t.Errorf("task: %s on %q; want succeeded on dup-host", task.State, task.Host)
+	}
+	if strings.Contains(first.logs.String(), "registering again") {
+		t.Errorf("the first worker lost its session:\n%s", first.logs.String())
+	}
+}
+
+// TestWorkerSIGTERMDeregisters stops a worker that runs a task with
+// SIGTERM: its host must be offline as soon as it has exited, and the
+// task queued again at once, not when its lease runs out.
+func TestWorkerSIGTERMDeregisters(t *testing.T) {
+	l := startLab(t, "hosts: []\n", "--lease-ttl", "60s")
+	w := l.startWorker("term-host")
+	l.waitHosts(60*time.Second, tasks.HostReady, "term-host")
+	tid := l.submit("-t", "remote", "--", "sleep", "600")
+	l.waitFor(tid, 60*time.Second, tasks.Running)
+	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-w.exited
+	if code := w.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("worker exit %d after SIGTERM; want 0", code)
+	}
+	var hosts []tasks.Host
+	if err := json.Unmarshal([]byte(l.mustRun(nil, "client", "hosts", "list", "-o", "json")), &hosts); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hosts {
+		if h.Name == "term-host" && h.State != tasks.HostOffline {
+			t.Errorf("host right after its worker exited: %s; want offline", h.State)
+		}
+	}
+	if task := l.get(tid); task.State != tasks.Queued || task.Attempt != 1 {
+		t.Errorf("task right after its worker exited: %s at attempt %d; want queued again (lease TTL 60s)", task.State, task.Attempt)
 	}
 }

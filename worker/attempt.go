@@ -137,6 +137,7 @@ func (w *worker) runAttempt(a *attempt) {
 		switch {
 		case a.ctx.Err() != nil:
 			a.log.Info("attempt ended without a report", "reason", a.stopReason())
+			w.noteUnreported(a)
 			return
 		case a.isStopped():
 			res.State, res.Error = tasks.Cancelled, "cancelled"
@@ -158,16 +159,31 @@ func (w *worker) runAttempt(a *attempt) {
 	if a.ctx.Err() != nil {
 		// Lease lost or worker stopping: the attempt reports nothing more.
 		a.log.Info("attempt ended without a report", "reason", a.stopReason())
+		w.noteUnreported(a)
 		return
 	}
 	if res.State != tasks.Cancelled {
 		refused := w.uploadArtifacts(a, out)
 		if a.ctx.Err() != nil {
+			w.noteUnreported(a)
 			return
 		}
 		res = failRefused(res, refused)
 	}
 	w.finish(a, res)
+}
+
+// noteUnreported records an attempt that ends without a report because
+// the worker stops, for its deregister call to release: the attempt is
+// dead but its lease still holds, and the coordinator may queue it again
+// at once. One whose lease was lost is not the worker's to release.
+func (w *worker) noteUnreported(a *attempt) {
+	if a.isStopped() && a.cause == causeLeaseLost {
+		return
+	}
+	w.mu.Lock()
+	w.unreported = append(w.unreported, a.ref)
+	w.mu.Unlock()
 }
 
 // maxRefusedNamed bounds how many refused artifacts an attempt's error

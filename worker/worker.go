@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -137,6 +138,11 @@ type worker struct {
 	sessChanged chan struct{}
 	// lostSess is the session last reported lost.
 	lostSess *session
+	// unreported lists the attempts killed because the worker stops,
+	// which the deregister call releases.
+	unreported []tasks.LeaseRef
+	// instance is RegisterRequest.Instance: random, new for each Run.
+	instance string
 }
 
 // session is one registration with the coordinator: the client that sends
@@ -232,7 +238,34 @@ func run(ctx context.Context, cfg Config, heard *contactClock) error {
 	if context.Cause(ctx) == ErrUnreachable {
 		return ErrUnreachable
 	}
+	if err == nil {
+		w.deregister()
+	}
 	return err
+}
+
+// deregisterWait bounds the last call of a stopping worker.
+const deregisterWait = 5 * time.Second
+
+// deregister tells the coordinator the worker stops, releasing the
+// attempts it killed as it stopped, so that its host shows offline and
+// those tasks go back to the queue at once, not a lease TTL later. A
+// coordinator that cannot be reached finds out by itself.
+func (w *worker) deregister() {
+	s := w.cur()
+	if s == nil {
+		return
+	}
+	w.mu.Lock()
+	refs := slices.Clone(w.unreported)
+	w.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), deregisterWait)
+	defer cancel()
+	if err := s.c.Deregister(ctx, tasks.ReleaseRequest{Attempts: refs, Reason: "its worker stopped"}); err != nil {
+		w.log.Info("could not tell the coordinator this worker stops", "released", len(refs), keyErr, err)
+		return
+	}
+	w.log.Info("deregistered", "released", len(refs))
 }
 
 // watchSilence waits until ctx ends (false) or the coordinator has not
@@ -299,6 +332,7 @@ func newWorker(cfg Config) (*worker, error) {
 		running:     make(map[attemptKey]*attempt),
 		sessChanged: make(chan struct{}),
 		direct:      cfg.DirectClient,
+		instance:    fmt.Sprintf("%016x", rand.Uint64()),
 	}
 	if w.direct == nil {
 		w.direct = newDirectClient()
@@ -375,6 +409,7 @@ func (w *worker) registerRequest(running []tasks.LeaseRef) tasks.RegisterRequest
 		Arch:     runtime.GOARCH,
 		Running:  running,
 		Features: []string{tasks.FeatureInputs},
+		Instance: w.instance,
 	}
 }
 
@@ -564,7 +599,9 @@ func (w *worker) reregister(ctx context.Context, bo *backoff) error {
 			default:
 			}
 			return nil
-		case refused(err):
+		case refused(err) || tasks.ErrorCode(err) == tasks.EConflict:
+			// A conflict: another worker of this name registered while
+			// this one's session was lost; two must not share it.
 			return fmt.Errorf("register worker again: %w", err)
 		}
 		w.log.Warn("cannot register again; retrying", keyErr, err, "running", len(refs))

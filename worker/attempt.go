@@ -70,6 +70,10 @@ type attempt struct {
 
 	// record is the attempt's run record directory (rundir.go), or "".
 	record string
+	// keepRecord, guarded by worker.mu, keeps the record when the
+	// attempt ends: it died unreported, and the next worker on the host
+	// releases it unless this one's deregister call does.
+	keepRecord bool
 
 	// Guarded by worker.mu:
 	renewedAt time.Time
@@ -176,14 +180,25 @@ func (w *worker) runAttempt(a *attempt) {
 // noteUnreported records an attempt that ends without a report because
 // the worker stops, for its deregister call to release: the attempt is
 // dead but its lease still holds, and the coordinator may queue it again
-// at once. One whose lease was lost is not the worker's to release.
+// at once. Its run record stays, dead, in case the coordinator cannot be
+// told (the link is gone): the next worker on the host releases it. One
+// whose lease was lost is not the worker's to release.
 func (w *worker) noteUnreported(a *attempt) {
 	if a.isStopped() && a.cause == causeLeaseLost {
 		return
 	}
 	w.mu.Lock()
-	w.unreported = append(w.unreported, a.ref)
+	w.unreported = append(w.unreported, unreported{a.ref, a.record})
+	a.keepRecord = a.record != ""
 	w.mu.Unlock()
+}
+
+// unreported is an attempt killed because the worker stops: its lease,
+// and its run record, which stays for the next worker on the host to
+// release it should the coordinator not hear of it from this one.
+type unreported struct {
+	ref    tasks.LeaseRef
+	record string
 }
 
 // maxRefusedNamed bounds how many refused artifacts an attempt's error

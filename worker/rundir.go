@@ -94,9 +94,13 @@ func (w *worker) newRecord(a *attempt, workDir string) (string, *os.File, error)
 	return dir, lock, nil
 }
 
-// dropRecord removes an attempt's record once nothing of it is left.
+// dropRecord removes an attempt's record once nothing of it is left,
+// unless the attempt died unreported (see noteUnreported).
 func (w *worker) dropRecord(a *attempt) {
-	if a.record == "" {
+	w.mu.Lock()
+	keep := a.keepRecord
+	w.mu.Unlock()
+	if a.record == "" || keep {
 		return
 	}
 	if err := os.RemoveAll(a.record); err != nil {

@@ -140,7 +140,7 @@ type worker struct {
 	lostSess *session
 	// unreported lists the attempts killed because the worker stops,
 	// which the deregister call releases.
-	unreported []tasks.LeaseRef
+	unreported []unreported
 	// instance is RegisterRequest.Instance: random, new for each Run.
 	instance string
 }
@@ -257,13 +257,23 @@ func (w *worker) deregister() {
 		return
 	}
 	w.mu.Lock()
-	refs := slices.Clone(w.unreported)
+	dead := slices.Clone(w.unreported)
 	w.mu.Unlock()
+	refs := make([]tasks.LeaseRef, len(dead))
+	for i, u := range dead {
+		refs[i] = u.ref
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), deregisterWait)
 	defer cancel()
 	if err := s.c.Deregister(ctx, tasks.ReleaseRequest{Attempts: refs, Reason: "its worker stopped"}); err != nil {
-		w.log.Info("could not tell the coordinator this worker stops", "released", len(refs), keyErr, err)
+		w.log.Info("could not tell the coordinator this worker stops; the next worker on the host releases what it killed", "killed", len(refs), keyErr, err)
 		return
+	}
+	// Told: their records have served.
+	for _, u := range dead {
+		if u.record != "" {
+			_ = os.RemoveAll(u.record)
+		}
 	}
 	w.log.Info("deregistered", "released", len(refs))
 }

@@ -331,15 +331,20 @@ func sweepEvery(d time.Duration) time.Duration {
 	return d
 }
 
+// minLeaseTTL is the shortest --lease-ttl.
+const minLeaseTTL = 2 * time.Second
+
 func runCoordinator(ctx context.Context, opts coordinatorOptions) error {
 	log, err := newLogger(opts.logLevel, opts.logFormat)
 	if err != nil {
 		return err
 	}
-	// A shim that loses touch kills its tasks before their leases run out,
-	// which takes up to the kill grace; the lease must leave room for that.
-	if minTTL := 2 * (opts.killGrace + time.Second); opts.leaseTTL < minTTL {
-		return usagef("--lease-ttl %s is too short for --kill-grace %s: it must be at least 2×(kill grace + 1s) = %s", opts.leaseTTL, opts.killGrace, minTTL)
+	// A shim's watchdogs kill what it runs a margin before the leases
+	// run out (a tenth of the TTL of grace, at least a second of slack
+	// when the TTL allows), and the heartbeats must fit in what is left:
+	// below 2s that leaves a few hundred milliseconds for a round trip.
+	if opts.leaseTTL < minLeaseTTL {
+		return usagef("--lease-ttl %s is too short: at least %s, so that a shim can renew its leases and still have its tasks dead before they run out", opts.leaseTTL, minLeaseTTL)
 	}
 	if opts.killGrace < 0 {
 		return usagef("--kill-grace must not be negative")

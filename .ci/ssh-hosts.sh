@@ -3,7 +3,10 @@
 # services-up.sh and services-down.sh (run it through them).
 #
 #   h2 h3 h4  sshd on 127.0.0.2:2222, 127.0.0.3:2222, 127.0.0.4:2222 (loopback);
-#             h4 with AllowTcpForwarding no
+#             h4 with AllowTcpForwarding no, and in a cgroup v2 delegated to
+#             the SSH user (as systemd's Delegate=yes makes one) where there
+#             is a cgroup v2: its shims hold tasks in cgroups, the others
+#             as subreapers
 #   jump      sshd on 10.250.0.2:22 in network namespace mitojump, joined to
 #             this namespace by a veth (10.250.0.1/30 here)
 #   inner     sshd on 10.250.1.2:22 in network namespace mitoinner, joined ONLY
@@ -115,12 +118,44 @@ lock() {
 }
 unlock() { flock -u 9; exec 9>&-; }
 
+# cgroup2_mount: where the cgroup v2 hierarchy is mounted, or nothing.
+cgroup2_mount() { awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts 2>/dev/null; }
+
+# delegated_cgroup DIR: make a cgroup v2 for the sshd whose files are in
+# DIR, owned by the SSH user as systemd's Delegate=yes does it (the
+# directory, cgroup.procs, cgroup.threads, cgroup.subtree_control), and
+# print it; nothing when there is no cgroup v2. Its path is kept in
+# DIR/cgroup for "down".
+delegated_cgroup() {
+  local mnt cg
+  mnt=$(cgroup2_mount)
+  [ -n "$mnt" ] || return 0
+  cg=$mnt/mito-ci-$(basename "$1")-$(echo "$LAB" | md5sum | cut -c1-8)
+  remove_cgroup "$cg"
+  mkdir "$cg" || return 0
+  chown "$SSH_USER" "$cg" "$cg/cgroup.procs" "$cg/cgroup.threads" "$cg/cgroup.subtree_control"
+  echo "$cg" >"$1/cgroup"
+  echo "$cg"
+}
+
+# remove_cgroup CG: kill what is left in CG and below, and remove them all,
+# deepest first.
+remove_cgroup() {
+  local cg=$1 d
+  [ -d "$cg" ] || return 0
+  for d in $(find "$cg" -depth -type d 2>/dev/null); do
+    [ -f "$d/cgroup.kill" ] && echo 1 >"$d/cgroup.kill" 2>/dev/null
+    for _ in $(seq 50); do rmdir "$d" 2>/dev/null && break; sleep 0.05; done
+  done
+}
+
 # --- down --------------------------------------------------------------------
 down() {
   [ "$(id -u)" = 0 ] || return 0
   local d
   for d in "$S"/*/; do
     [ -d "$d" ] && stop_sshd "${d%/}"
+    if [ -f "$d/cgroup" ]; then remove_cgroup "$(cat "$d/cgroup")"; rm -f "$d/cgroup"; fi
   done
   lock
   # shellcheck disable=SC2046
@@ -308,7 +343,7 @@ up() {
   install -m 600 -o "$SSH_USER" -g "$SSH_USER" "$tmp" "$ak"
   rm -f "$tmp"
 
-  local i d hosts="" known=$S/known_hosts.new
+  local i d cg hosts="" delegated="" known=$S/known_hosts.new
   : >"$known"
   for i in $LOOPBACK; do
     d=$S/h$i
@@ -321,7 +356,15 @@ up() {
     fi
     echo "127.0.0.$i:$PORT" >"$d/listen"
     /usr/sbin/sshd -t -f "$d/sshd_config"
-    /usr/sbin/sshd -f "$d/sshd_config" -E "$d/sshd.log" 9>&-    # absolute path: sshd re-execs itself
+    cg=""
+    [ "$i" = 4 ] && cg=$(delegated_cgroup "$d")
+    if [ -n "$cg" ]; then
+      # sshd and every session it starts live in the delegated cgroup.
+      sh -c 'echo $$ >"$1/cgroup.procs" && exec /usr/sbin/sshd -f "$2/sshd_config" -E "$2/sshd.log"' sh "$cg" "$d" 9>&-
+      delegated=127.0.0.$i:$PORT
+    else
+      /usr/sbin/sshd -f "$d/sshd_config" -E "$d/sshd.log" 9>&-    # absolute path: sshd re-execs itself
+    fi
     echo "[127.0.0.$i]:$PORT $(cut -d' ' -f1,2 "$d/ssh_host_ed25519_key.pub")" >>"$known"
     hosts="$hosts${hosts:+,}127.0.0.$i:$PORT"
   done
@@ -415,6 +458,7 @@ CFG
     echo "export MITO_TEST_SSH_KNOWN_HOSTS=$S/known_hosts"
     echo "export MITO_TEST_SSH_CONFIG=$S/ssh_config"
     echo "export MITO_TEST_SSH_NOFWD=127.0.0.4:$PORT"
+    [ -n "$delegated" ] && echo "export MITO_TEST_SSH_CGROUP=$delegated"
     if [ "$netns" = 1 ]; then
       echo "export MITO_TEST_SSH_JUMP=$JUMP_ADDR:22"
       echo "export MITO_TEST_SSH_INNER=$INNER_ADDR:22"

@@ -6,6 +6,7 @@ package coordinator
 // for local ones.
 
 import (
+	"path"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -94,6 +95,12 @@ echo "@section tcp";
 echo "available=$(cat /proc/sys/net/ipv4/tcp_available_congestion_control 2>/dev/null)";
 echo "default=$(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null)";
 echo "qdisc=$(cat /proc/sys/net/core/default_qdisc 2>/dev/null)";
+echo "@section containment";
+cg=$(sed -n "s/^0:://p" /proc/self/cgroup 2>/dev/null);
+mnt=$(awk "{for (i = 7; i <= NF; i++) if (\$i == \"-\") { if (\$(i+1) == \"cgroup2\" && \$4 == \"/\") print \$5; break }}" /proc/self/mountinfo 2>/dev/null | head -n 1);
+echo "cgroup=$cg";
+echo "mount=$mnt";
+if [ -n "$mnt" ] && [ -w "$mnt$cg/cgroup.procs" ] && [ -w "$mnt$cg" ]; then echo "writable=yes"; else echo "writable=no"; fi;
 echo "@end=$(date +%s.%N 2>/dev/null)";
 exit 0;
 `
@@ -313,6 +320,42 @@ func (c *Coordinator) hostFacts(ctx context.Context, h inventory.Host) (tasks.Ho
 	return f, nil
 }
 
+// containment says how the host's watchdogs will hold its tasks, from
+// the facts script's containment section, by the rule the shim follows
+// (watchdog.DetectCgroup): a cgroup v2 under the SSH user's own, where
+// the user may create cgroups and the kernel can kill one whole, else
+// the watchdog as the tasks' subreaper.
+func containment(kv map[string]string, kernel string) string {
+	if kv == nil {
+		return ""
+	}
+	cg, mnt := kv["cgroup"], kv["mount"]
+	switch {
+	case mnt == "" || cg == "":
+		return "subreaper (no cgroup v2)"
+	case kv["writable"] != "yes":
+		return "subreaper (cgroup " + path.Join(mnt, cg) + " is not delegated to this user)"
+	case !kernelAtLeast(kernel, 5, 14):
+		return "subreaper (cgroup.kill needs Linux 5.14, this is " + kernel + ")"
+	}
+	return "cgroup " + path.Join(mnt, cg)
+}
+
+// kernelAtLeast reports whether a `uname -r` release ("6.8.0-45-generic")
+// is at least major.minor; one it cannot read is not.
+func kernelAtLeast(release string, major, minor int) bool {
+	f := strings.SplitN(release, ".", 3)
+	if len(f) < 2 {
+		return false
+	}
+	ma, err1 := strconv.Atoi(f[0])
+	mi, err2 := strconv.Atoi(strings.TrimRightFunc(f[1], func(r rune) bool { return r < '0' || r > '9' }))
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
+}
+
 // parseFacts reads factsScript's output. sent and received bracket the
 // script's run, for the clock offset. Whatever cannot be read is left
 // zero (speeds -1) and named in Missing; it never fails, because a host
@@ -418,6 +461,10 @@ func parseFacts(out string, sent, received time.Time) tasks.HostFacts {
 	}
 	slices.SortFunc(links, func(a, b tasks.Interface) int { return strings.Compare(a.Name, b.Name) })
 	f.Interfaces = links
+	f.Containment = containment(kv["containment"], f.Kernel)
+	if f.Containment == "" {
+		missing("containment")
+	}
 	if f.Interfaces == nil {
 		f.Interfaces = []tasks.Interface{}
 	}

@@ -53,6 +53,10 @@ state=down
 available=reno cubic bbr
 default=bbr
 qdisc=fq
+@section containment
+cgroup=/user.slice/user-1000.slice/user@1000.service/app.slice/mito.scope
+mount=/sys/fs/cgroup
+writable=yes
 @end=1700000000.270000000
 `
 
@@ -114,6 +118,10 @@ eth0	0007A8C0	00000000	0001	0	0	0	00FFFFFF	0	0	0
 available=
 default=
 qdisc=
+@section containment
+cgroup=/user.slice/user-1000.slice/session-3.scope
+mount=/sys/fs/cgroup
+writable=no
 @end=1700000000.5
 `
 
@@ -142,6 +150,7 @@ func TestParseFacts(t *testing.T) {
 				},
 				CongestionControl: tasks.CongestionControl{Available: []string{"reno", "cubic", "bbr"}, Default: "bbr"},
 				DefaultQdisc:      "fq",
+				Containment:       "cgroup /sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/app.slice/mito.scope",
 			},
 		},
 		{
@@ -155,6 +164,7 @@ func TestParseFacts(t *testing.T) {
 					{Name: "lo", Addresses: []string{"::1/128", "127.0.0.1/8"}, SpeedMbps: -1, MTU: 65536, State: "unknown"},
 				},
 				CongestionControl: tasks.CongestionControl{Available: []string{}},
+				Containment:       "subreaper (cgroup /sys/fs/cgroup/user.slice/user-1000.slice/session-3.scope is not delegated to this user)",
 				Missing:           []string{"congestion_control", "default_qdisc", "home_free"},
 			},
 		},
@@ -163,7 +173,7 @@ func TestParseFacts(t *testing.T) {
 			want: tasks.HostFacts{
 				Interfaces:        []tasks.Interface{},
 				CongestionControl: tasks.CongestionControl{Available: []string{}},
-				Missing: []string{"addresses", "arch", "clock_offset", "congestion_control", "cpus", "default_qdisc",
+				Missing: []string{"addresses", "arch", "clock_offset", "congestion_control", "containment", "cpus", "default_qdisc",
 					"disk_free", "home_free", "interfaces", "kernel", "memory", "os"},
 			},
 		},
@@ -173,7 +183,7 @@ func TestParseFacts(t *testing.T) {
 				Interfaces:        []tasks.Interface{},
 				CongestionControl: tasks.CongestionControl{Available: []string{}},
 				ClockOffset:       tasks.Duration(300 * time.Millisecond), ClockUncertainty: tasks.Duration(500 * time.Millisecond),
-				Missing: []string{"addresses", "arch", "congestion_control", "cpus", "default_qdisc",
+				Missing: []string{"addresses", "arch", "congestion_control", "containment", "cpus", "default_qdisc",
 					"disk_free", "home_free", "interfaces", "kernel", "memory", "os"},
 			},
 		},

@@ -131,23 +131,84 @@ func withMarker(marker string) []string {
 	return out
 }
 
-// shimProcesses lists live processes running a pushed shim.
+// shimProcesses lists the live processes that run a pushed shim (shims
+// and their tasks' watchdogs) under this run's sshd hosts: not those of
+// other runs, or other users, on the same machine.
 func shimProcesses() []string {
 	var out []string
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
-		if err != nil || !strings.Contains(exe, "/.cache/mito/shim-") {
-			continue
-		}
-		if st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil {
-			s := string(st)
-			if i := strings.LastIndexByte(s, ')'); i >= 0 && !strings.HasPrefix(strings.TrimSpace(s[i+1:]), "Z") {
-				out = append(out, e.Name()+" "+exe)
+	for _, d := range labDaemons() {
+		for _, p := range descendants(d) {
+			if strings.Contains(p.exe, "/.cache/mito/shim-") {
+				out = append(out, fmt.Sprintf("%d %s (%s)", p.pid, p.exe, p.comm))
 			}
+		}
+	}
+	return out
+}
+
+// labDaemons returns the pids of this run's listening sshd, by the
+// pidfiles .ci/ssh-hosts.sh wrote under $LAB/ssh.
+func labDaemons() []int {
+	files, _ := filepath.Glob(filepath.Join(os.Getenv("LAB"), "ssh", "*", "sshd.pid"))
+	var pids []int
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// daemonOf returns the pid of the listening sshd of host:port, by the
+// listen files .ci/ssh-hosts.sh wrote.
+func daemonOf(t *testing.T, hostport string) int {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(os.Getenv("LAB"), "ssh", "*", "listen"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil || strings.Fields(string(b))[0] != hostport {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(must(os.ReadFile(filepath.Join(filepath.Dir(f), "sshd.pid"))))))
+		if err == nil {
+			return pid
+		}
+	}
+	t.Fatalf("no sshd for %s under $LAB/ssh", hostport)
+	return 0
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// proc is a live process.
+type proc struct {
+	pid, ppid int
+	comm, exe string
+}
+
+// descendants lists the live processes below pid.
+func descendants(pid int) []proc {
+	children := map[int][]proc{}
+	liveProcs(func(p int, stat []string) {
+		ppid, _ := strconv.Atoi(stat[1])
+		exe, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(p), "exe"))
+		comm, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p), "comm"))
+		children[ppid] = append(children[ppid], proc{pid: p, ppid: ppid, comm: strings.TrimSpace(string(comm)), exe: exe})
+	})
+	var out []proc
+	for queue := []int{pid}; len(queue) > 0; queue = queue[1:] {
+		for _, c := range children[queue[0]] {
+			out = append(out, c)
+			queue = append(queue, c.pid)
 		}
 	}
 	return out
@@ -363,40 +424,25 @@ func TestSSHHostKeyMismatch(t *testing.T) {
 // shimSSHDs lists the sshd processes between the listener daemon and the
 // shims running below it.
 func shimSSHDs(daemon int) []int {
+	procs := descendants(daemon)
+	byPid := map[int]proc{}
+	for _, p := range procs {
+		byPid[p.pid] = p
+	}
+	seen := map[int]bool{}
 	var out []int
-	for _, p := range shimProcesses() {
-		pid, _ := strconv.Atoi(strings.Fields(p)[0])
-		var chain []int
-		for cur := parentOf(pid); cur > 1; cur = parentOf(cur) {
-			if cur == daemon {
-				out = append(out, chain...)
-				break
-			}
-			if comm, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(cur), "comm")); strings.TrimSpace(string(comm)) == "sshd" {
-				chain = append(chain, cur)
+	for _, p := range procs {
+		if !strings.Contains(p.exe, "/.cache/mito/shim-") || p.comm == "mito-watchdog" {
+			continue
+		}
+		for cur, ok := byPid[p.ppid]; ok; cur, ok = byPid[cur.ppid] {
+			if cur.comm == "sshd" && !seen[cur.pid] {
+				seen[cur.pid] = true
+				out = append(out, cur.pid)
 			}
 		}
 	}
 	return out
-}
-
-// parentOf returns the parent pid of pid, or 0.
-func parentOf(pid int) int {
-	st, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0
-	}
-	s := string(st)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 2 {
-		return 0
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
 }
 
 func contains(list []string, s string) bool {

@@ -372,8 +372,13 @@ func (p *postgres) url() string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/mito?sslmode=disable", p.port)
 }
 
+// asPostgres runs one of PostgreSQL's programs as its user.
 func (p *postgres) asPostgres(prog string, args ...string) error {
-	cmd := exec.Command("su", append([]string{"postgres", "-s", "/bin/sh", "-c", `exec "$0" "$@"`, filepath.Join(p.bin, prog)}, args...)...)
+	line := shellQuote(filepath.Join(p.bin, prog))
+	for _, a := range args {
+		line += " " + shellQuote(a)
+	}
+	cmd := exec.Command("su", "-s", "/bin/sh", "postgres", "-c", "exec "+line)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s: %v\n%s", prog, err, out)
@@ -392,6 +397,11 @@ func (p *postgres) stop(t *testing.T) {
 	if err := p.asPostgres("pg_ctl", "-D", p.dir+"/data", "-m", "fast", "-w", "stop"); err != nil {
 		t.Error(err)
 	}
+}
+
+// shellQuote quotes s for sh.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // redis is a Redis server of the suite's own.

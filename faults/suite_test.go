@@ -74,7 +74,16 @@ type sizes struct {
 }
 
 func suiteSizes() sizes {
-	if os.Getenv("MITO_FAULTS") == "full" {
+	sz := sizesFor(os.Getenv("MITO_FAULTS"))
+	if st := os.Getenv("MITO_FAULTS_STORES"); st != "" {
+		sz.stores = strings.Split(st, ",")
+	}
+	return sz
+}
+
+// sizesFor returns the sizes of the full suite ("full") or the short one.
+func sizesFor(mode string) sizes {
+	if mode == "full" {
 		s := sizes{ttl: 6 * time.Second, grace: 5 * time.Second, taskMin: 6 * time.Second, taskMax: 15 * time.Second,
 			shimTasks: 60, nTasks: 240, slots: 4, killEvery: 5 * time.Second, serviceDown: 20 * time.Second,
 			stall: 3 * time.Minute, settle: 3 * time.Second, stores: []string{"sqlite", "postgres"}}

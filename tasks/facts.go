@@ -34,6 +34,12 @@ type HostFacts struct {
 	CongestionControl CongestionControl `json:"congestion_control"`
 	// DefaultQdisc is net.core.default_qdisc ("fq_codel").
 	DefaultQdisc string `json:"default_qdisc,omitempty"`
+	// Containment says how the watchdog of each task holds what the task
+	// starts, so that all of it dies with the attempt: "cgroup DIR" (a
+	// cgroup v2 of its own under DIR, killed whole) where the SSH user
+	// may create cgroups, else "subreaper (why not a cgroup)": the
+	// watchdog finds the task's processes as their subreaper.
+	Containment string `json:"containment,omitempty"`
 	// Missing names the facts that could not be read ("memory",
 	// "congestion_control", "addresses", ...).
 	Missing     []string  `json:"missing,omitempty"`

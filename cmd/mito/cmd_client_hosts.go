@@ -175,8 +175,10 @@ func newClientHostsFactsCmd(gopts *clientOptions) *cobra.Command {
 CPUs, memory, free disk (of the tasks' work directory, $TMPDIR or /tmp), the
 clock offset from the coordinator (the host's clock minus the
 coordinator's, with its uncertainty), the TCP congestion control algorithms
-(the default, then the available ones) and the default qdisc; then each
-host's interfaces with their state, speed, MTU and addresses.
+(the default, then the available ones), the default qdisc, and how the
+watchdog of each task holds what the task starts (a cgroup v2 where the
+SSH user may create one, else as their subreaper); then each host's
+interfaces with their state, speed, MTU and addresses.
 
 Without HOST or --tag it reads every inventory host you can see. The
 coordinator reaches each host as it does to run tasks (over SSH, or on its
@@ -261,7 +263,7 @@ func runClientHostsFacts(ctx context.Context, gopts *clientOptions, opts hostSel
 // without facts are left out: their errors follow on stderr.
 func printFacts(w io.Writer, results []tasks.HostFactsResult) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "HOST\tOS\tKERNEL\tARCH\tCPUS\tMEM\tDISK-FREE\tCLOCK-OFFSET\tCC(default/available)\tQDISC")
+	fmt.Fprintln(tw, "HOST\tOS\tKERNEL\tARCH\tCPUS\tMEM\tDISK-FREE\tCLOCK-OFFSET\tCC(default/available)\tQDISC\tTASKS-HELD-BY")
 	for _, r := range results {
 		f := r.Facts
 		if f == nil {
@@ -271,9 +273,9 @@ func printFacts(w io.Writer, results []tasks.HostFactsResult) error {
 		if f.Distro != "" {
 			osName = f.Distro
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Host, orDash(osName), orDash(f.Kernel), orDash(f.Arch),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Host, orDash(osName), orDash(f.Kernel), orDash(f.Arch),
 			positive(int64(f.CPUs), strconv.FormatInt), positive(f.MemoryBytes, sizeOf), positive(f.DiskFreeBytes, sizeOf),
-			fmtClockOffset(f), fmtCC(f.CongestionControl), orDash(f.DefaultQdisc))
+			fmtClockOffset(f), fmtCC(f.CongestionControl), orDash(f.DefaultQdisc), orDash(f.Containment))
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "HOST\tINTERFACE\tSTATE\tSPEED\tMTU\tADDRESSES")

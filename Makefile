@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN     := bin
 
-.PHONY: all build shims demo test bench vet fmt clean
+.PHONY: all build shims demo test faults bench vet fmt clean
 
 all: build
 
@@ -26,6 +26,12 @@ demo: build
 ## test: gofmt, go vet and every test (with -race) against a PostgreSQL it starts and stops
 test:
 	bash .ci/test.sh
+
+## faults: the whole fault suite (shims killed and frozen, links cut, coordinator,
+## PostgreSQL and Redis down, a host partitioned, a CPU hog) on SQLite and
+## PostgreSQL; rewrites the table in docs/reliability.md. About an hour; needs root.
+faults:
+	bash .ci/faults.sh
 
 ## bench: end-to-end throughput and latency on SQLite and PostgreSQL; see docs/benchmarks.md
 bench: build

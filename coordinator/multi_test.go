@@ -185,7 +185,7 @@ func startMember(t *testing.T, url, schema, id string, hosts []inventory.Host, s
 		Store: st, Artifacts: arts, ID: id, Hosts: hosts,
 		Logger:      slog.New(&recorder{log: log, coord: id}),
 		ShimCommand: []string{shim},
-		ShimEnv:     []string{"TMPDIR=" + dir},
+		ShimEnv:     []string{"TMPDIR=" + dir, "XDG_CACHE_HOME=" + dir},
 		LeaseTTL:    6 * time.Second, KillGrace: time.Second,
 		HostLeaseTTL: 2 * time.Second,
 		Recheck:      200 * time.Millisecond,
@@ -719,8 +719,10 @@ func TestSeveralCoordinatorsCrashMidRun(t *testing.T) {
 	})
 	elapsed := time.Since(start)
 
-	// The rescues: the only way to a second attempt is the rescuer's
-	// requeue, which logs "lease expired". Each must be the survivor's,
+	// The rescues: the only ways to a second attempt are the rescuer's
+	// requeue, which logs "lease expired", and a new shim's release of
+	// what an old one left, "attempt released by its worker". Each must be
+	// the survivor's,
 	// of a first attempt on one of the victim's hosts (whose shims died
 	// with it); any other lease that ran out was lost by a live
 	// coordinator. A first attempt the survivor claimed is its own, not
@@ -736,13 +738,16 @@ func TestSeveralCoordinatorsCrashMidRun(t *testing.T) {
 			if ev.coord == survivor.id && ev.attempt == 1 {
 				delete(orphans, ev.task)
 			}
-		case "lease expired":
+		case "lease expired", "attempt released by its worker":
+			// The survivor's rescuer requeues when a lease runs out; the
+			// survivor's new shim on a taken host releases at once the
+			// attempts the victim's shim left there.
 			if ev.coord != survivor.id || ev.attempt != 1 || !slices.Contains(taken, ev.host) {
-				t.Errorf("%s: lease of task %d attempt %d on host %s expired; want only first attempts on %s's hosts %v, requeued by %s",
-					ev.coord, ev.task, ev.attempt, ev.host, victim.id, taken, survivor.id)
+				t.Errorf("%s: %s: task %d attempt %d on host %s; want only first attempts on %s's hosts %v, requeued by %s",
+					ev.coord, ev.msg, ev.task, ev.attempt, ev.host, victim.id, taken, survivor.id)
 			}
 			if _, twice := rescued[ev.task]; twice {
-				t.Errorf("task %d: lease expired twice; want once at most", ev.task)
+				t.Errorf("task %d: requeued twice (%s); want once at most", ev.task, ev.msg)
 			}
 			rescued[ev.task] = ev
 		}

@@ -129,7 +129,9 @@ func (l *lab) startCoordinator() {
 	t := l.t
 	t.Helper()
 	l.cmd = exec.Command(filepath.Join(bin, "mito"), l.args...)
-	l.cmd.Env = append(os.Environ(), "MITO_ADMIN_PASSWORD="+adminPassword, "TMPDIR="+l.work)
+	// Local shims inherit TMPDIR and XDG_CACHE_HOME: their work and run
+	// directories are the lab's, not the user's.
+	l.cmd.Env = append(os.Environ(), "MITO_ADMIN_PASSWORD="+adminPassword, "TMPDIR="+l.work, "XDG_CACHE_HOME="+filepath.Join(l.work, "cache"))
 	l.cmd.Stdout, l.cmd.Stderr = l.logs, l.logs
 	if err := l.cmd.Start(); err != nil {
 		t.Fatal(err)

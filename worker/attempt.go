@@ -77,8 +77,8 @@ type attempt struct {
 
 	// Guarded by worker.mu:
 	renewedAt time.Time
-	// wd is the attempt's watchdog once the command runs.
-	wd *watchdog.Watchdog
+	// wd is the attempt under its watchdog once the command runs.
+	wd *watchdog.Attempt
 }
 
 // stop asks for the attempt to be killed; the first call wins.
@@ -275,7 +275,16 @@ func (w *worker) execute(a *attempt, dir, out string) tasks.Result {
 	res.StartedAt = time.Now()
 	// The watchdog, not this process, starts the command and sees it
 	// killed: on time, also when this process is killed or frozen.
-	wd, err := watchdog.Start(watchdog.Spec{
+	dog, err := w.watchdog()
+	if err != nil {
+		stdoutW.Close()
+		stderrW.Close()
+		if lock != nil {
+			lock.Close()
+		}
+		return fail(err)
+	}
+	wd, err := dog.Run(watchdog.Spec{
 		Path: prog, Args: argv, Env: env, Dir: dir,
 		Stdout: stdoutW, Stderr: stderrW,
 		Timeout:    w.timeout(a),
@@ -286,7 +295,6 @@ func (w *worker) execute(a *attempt, dir, out string) tasks.Result {
 		Name:       fmt.Sprintf("%d-%d", a.ref.Task, a.ref.Attempt),
 		Lock:       lock,
 		RecordDir:  record,
-		Program:    w.cfg.WatchdogProgram,
 	})
 	stdoutW.Close()
 	stderrW.Close()
@@ -296,8 +304,10 @@ func (w *worker) execute(a *attempt, dir, out string) tasks.Result {
 		lock.Close()
 	}
 	if err != nil {
+		w.idleWatchdog(dog) // the command could not start; the watchdog is fine
 		return fail(err)
 	}
+	defer w.idleWatchdog(dog)
 	w.mu.Lock()
 	a.wd = wd
 	w.mu.Unlock()
@@ -369,7 +379,7 @@ func (w *worker) timeout(a *attempt) time.Duration {
 // the command when the attempt must stop, and returns why it was killed
 // (causeNone if it was not). The timeout and the lease deadline are the
 // watchdog's to keep.
-func (w *worker) supervise(a *attempt, wd *watchdog.Watchdog) stopCause {
+func (w *worker) supervise(a *attempt, wd *watchdog.Attempt) stopCause {
 	var cause stopCause
 	select {
 	case <-wd.Done():

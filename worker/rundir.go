@@ -108,6 +108,18 @@ func (w *worker) dropRecord(a *attempt) {
 	}
 }
 
+// dropScope removes the session's run directory if it is empty, as a
+// stopping worker leaves it: nothing accumulates on a host that many
+// coordinators, or short-lived ones, drove. One that holds records stays
+// for the next worker.
+func (w *worker) dropScope() {
+	if s := w.cur(); s != nil {
+		if dir := w.scopeDir(s); dir != "" {
+			_ = os.Remove(dir)
+		}
+	}
+}
+
 // reconcileLimit bounds how long reconcile waits for one old attempt to
 // die after SIGTERM to its watchdog, beyond the lease grace, before it
 // kills the watchdog itself.

@@ -143,6 +143,50 @@ type worker struct {
 	unreported []unreported
 	// instance is RegisterRequest.Instance: random, new for each Run.
 	instance string
+	// idle holds watchdogs between attempts: one runs attempt after
+	// attempt, so that a task costs no process start of its own.
+	idle []*watchdog.Watchdog
+}
+
+// watchdog returns an idle watchdog, or starts one.
+func (w *worker) watchdog() (*watchdog.Watchdog, error) {
+	w.mu.Lock()
+	for len(w.idle) > 0 {
+		d := w.idle[len(w.idle)-1]
+		w.idle = w.idle[:len(w.idle)-1]
+		if d.Reusable() {
+			w.mu.Unlock()
+			return d, nil
+		}
+		go d.Close()
+	}
+	w.mu.Unlock()
+	return watchdog.New(w.cfg.WatchdogProgram)
+}
+
+// idleWatchdog keeps a watchdog whose attempt is over for the next one,
+// up to one per slot, and closes the others.
+func (w *worker) idleWatchdog(d *watchdog.Watchdog) {
+	w.mu.Lock()
+	keep := d.Reusable() && w.sess != nil && len(w.idle) < w.sess.slots
+	if keep {
+		w.idle = append(w.idle, d)
+	}
+	w.mu.Unlock()
+	if !keep {
+		d.Close()
+	}
+}
+
+// closeWatchdogs ends the idle watchdogs, as the worker stops.
+func (w *worker) closeWatchdogs() {
+	w.mu.Lock()
+	idle := w.idle
+	w.idle = nil
+	w.mu.Unlock()
+	for _, d := range idle {
+		d.Close()
+	}
 }
 
 // session is one registration with the coordinator: the client that sends
@@ -235,12 +279,14 @@ func run(ctx context.Context, cfg Config, heard *contactClock) error {
 		})
 	}
 	err = w.runSessions(ctx)
+	w.closeWatchdogs()
 	if context.Cause(ctx) == ErrUnreachable {
 		return ErrUnreachable
 	}
 	if err == nil {
 		w.deregister()
 	}
+	w.dropScope()
 	return err
 }
 
@@ -855,7 +901,7 @@ func (w *worker) snapshot() ([]tasks.LeaseRef, time.Time) {
 // their watchdogs' deadlines.
 func (w *worker) renewed(refs []tasks.LeaseRef, sent time.Time) {
 	type extension struct {
-		wd       *watchdog.Watchdog
+		wd       *watchdog.Attempt
 		deadline time.Time
 	}
 	var ext []extension

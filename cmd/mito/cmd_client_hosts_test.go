@@ -30,6 +30,7 @@ var labFacts = tasks.HostFacts{
 	},
 	CongestionControl: tasks.CongestionControl{Available: []string{"reno", "cubic", "bbr"}, Default: "bbr"},
 	DefaultQdisc:      "fq",
+	Containment:       "subreaper (no cgroup v2)",
 }
 
 func (f *hostOpsFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -92,8 +93,8 @@ func TestHostsFactsCommand(t *testing.T) {
 		t.Errorf("got exit %d, stderr %q; want 1 and h2's error", code, errOut)
 	}
 	for _, want := range []string{
-		"HOST  OS                  KERNEL            ARCH    CPUS  MEM       DISK-FREE  CLOCK-OFFSET   CC(default/available)  QDISC\n",
-		"h1    Ubuntu 24.04.1 LTS  6.8.0-45-generic  x86_64  16    64.0 GiB  800.0 GiB  -1.23ms±150µs  bbr/reno,cubic,bbr     fq\n",
+		"HOST  OS                  KERNEL            ARCH    CPUS  MEM       DISK-FREE  CLOCK-OFFSET   CC(default/available)  QDISC  TASKS-HELD-BY\n",
+		"h1    Ubuntu 24.04.1 LTS  6.8.0-45-generic  x86_64  16    64.0 GiB  800.0 GiB  -1.23ms±150µs  bbr/reno,cubic,bbr     fq     subreaper (no cgroup v2)\n",
 		"h1    eno1       up       10Gb/s  9000   10.1.2.3/24,fe80::1/64\n",
 		"h1    lo         unknown  -       65536  127.0.0.1/8\n",
 	} {

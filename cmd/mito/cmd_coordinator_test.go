@@ -22,9 +22,9 @@ func TestRedactURLHidesPasswords(t *testing.T) {
 	}
 }
 
-func TestCoordinatorRefusesLeaseShorterThanKillGrace(t *testing.T) {
-	err := runCoordinator(t.Context(), coordinatorOptions{leaseTTL: 5e9, killGrace: 5e9, logLevel: "info", logFormat: "text"})
-	if err == nil || !strings.Contains(err.Error(), "--lease-ttl") {
+func TestCoordinatorRefusesShortLease(t *testing.T) {
+	err := runCoordinator(t.Context(), coordinatorOptions{leaseTTL: 1500 * time.Millisecond, killGrace: 5e9, logLevel: "info", logFormat: "text"})
+	if err == nil || !strings.Contains(err.Error(), "--lease-ttl 1.5s is too short: at least 2s") {
 		t.Errorf("got %v; want an error about --lease-ttl", err)
 	}
 }

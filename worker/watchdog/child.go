@@ -1,10 +1,9 @@
 package watchdog
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,97 +20,104 @@ func IsChild() bool {
 	return len(os.Args) > 0 && filepath.Base(os.Args[0]) == childName
 }
 
-// Main is the watchdog's program: it returns the exit code of the process.
+// Main is the watchdog's program: it runs the attempts its worker sends,
+// one at a time, until the worker closes its side or it gets SIGTERM. It
+// returns the exit code of the process.
 func Main() int {
-	// fds 3 (control) and 4 (the run record's lock) came without
-	// close-on-exec: the command must not inherit them, or it would hold
-	// the worker's side open and the lock after the watchdog is gone.
-	for _, fd := range []int{3, 4} {
-		unix.CloseOnExec(fd)
-	}
-	ctl := os.NewFile(3, "ctl")
-	if ctl == nil {
-		fmt.Fprintln(os.Stderr, "mito-watchdog: started by hand? it is started by the mito worker")
+	// fd 3 came without close-on-exec: no command may inherit the
+	// worker's side of the control socket.
+	unix.CloseOnExec(3)
+	f := os.NewFile(3, "ctl")
+	c, err := net.FileConn(f)
+	if f == nil || err != nil {
+		fmt.Fprintln(os.Stderr, "mito-watchdog: it is started by the mito worker, not by hand")
 		return 2
 	}
+	f.Close()
+	ctl := c.(*net.UnixConn)
 	// What ps and top show, rather than "exe".
 	_ = os.WriteFile("/proc/self/comm", []byte(childName), 0)
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		report(ctl, eventMsg{Ev: "error", Err: fmt.Sprintf("become the task's subreaper: %v", err)})
+		report(ctl, eventMsg{Ev: "error", Err: fmt.Sprintf("become the tasks' subreaper: %v", err)})
 		return 1
 	}
 	// Handled, not ignored: an ignored signal stays ignored across exec,
 	// in the command.
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
+	msgs := make(chan control)
+	go readControl(ctl, msgs)
+	for {
+		var m control
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGTERM {
+				return 0
+			}
+			reapAll()
+			continue
+		case got, ok := <-msgs:
+			if !ok {
+				return 0 // the worker is gone
+			}
+			if got.Op != "run" || got.Run == nil {
+				closeAll(got.fds) // meant for an attempt that ended
+				continue
+			}
+			m = got
+		}
+		s := &supervisor{spec: *m.Run, seq: m.Seq, ctl: ctl, self: os.Getpid()}
+		if !s.attempt(m.fds, sigs, msgs) {
+			return 0
+		}
+	}
+}
 
-	r := bufio.NewReader(ctl)
-	line, err := r.ReadBytes('\n')
-	if err != nil {
-		return 1 // the worker went away before saying what to run
-	}
-	var spec startMsg
-	if err := json.Unmarshal(line, &spec); err != nil {
-		report(ctl, eventMsg{Ev: "error", Err: fmt.Sprintf("watchdog: bad start message: %v", err)})
-		return 1
-	}
-	s := &supervisor{spec: spec, ctl: ctl, self: os.Getpid()}
-	if err := s.start(); err != nil {
-		report(ctl, eventMsg{Ev: "error", Err: err.Error()})
-		s.removeCgroup()
-		return 1
-	}
-	if spec.RecordDir != "" {
-		s.writeRecord()
-	}
-	report(ctl, eventMsg{Ev: "started", Pid: s.pid, Containment: s.containment()})
-	// The command has the output pipes; the watchdog lets go of its
-	// copies, so the worker sees their end when the last process of the
-	// attempt is gone.
-	if null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
-		_ = unix.Dup2(int(null.Fd()), 1)
-		_ = unix.Dup2(int(null.Fd()), 2)
-		null.Close()
-	}
-	msgs := make(chan ctlMsg)
-	go readControl(r, msgs)
-	s.run(sigs, msgs)
-	s.cleanup(sigs)
-	ev := eventMsg{Ev: "exited", Status: int(s.status), Cause: s.cause, Stragglers: s.stragglers, Err: s.err}
-	report(ctl, ev)
-	return 0
+// control is a message from the worker with the descriptors it came with.
+type control struct {
+	ctlMsg
+	fds []int
 }
 
 // report sends one event to the worker; a worker that is gone does not
 // read it, which is no error here.
-func report(ctl *os.File, ev eventMsg) {
-	b, err := json.Marshal(ev)
-	if err != nil {
-		return
-	}
-	_, _ = ctl.Write(append(b, '\n'))
+func report(ctl *net.UnixConn, ev eventMsg) {
+	_ = writeFrame(ctl, ev)
 }
 
 // readControl passes the worker's messages on until its side closes, and
 // then closes msgs.
-func readControl(r *bufio.Reader, msgs chan<- ctlMsg) {
+func readControl(ctl *net.UnixConn, msgs chan<- control) {
 	defer close(msgs)
 	for {
-		line, err := r.ReadBytes('\n')
+		var m ctlMsg
+		fds, err := readFrame(ctl, &m)
 		if err != nil {
 			return
 		}
-		var m ctlMsg
-		if json.Unmarshal(line, &m) == nil {
-			msgs <- m
+		msgs <- control{m, fds}
+	}
+}
+
+// reapAll collects children that ended while no attempt ran.
+func reapAll() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || pid == 0 {
+			return
 		}
 	}
 }
 
-// supervisor is the watchdog's state.
+// supervisor is the state of one attempt.
 type supervisor struct {
-	spec startMsg
-	ctl  *os.File
+	spec runMsg
+	seq  int
+	ctl  *net.UnixConn
 	self int
 	pid  int // the command's main process
 
@@ -124,7 +130,45 @@ type supervisor struct {
 	killing    bool
 	killAt     time.Time // when SIGKILL follows the SIGTERM
 	stragglers int
-	err        string
+	orphaned   bool // the worker is gone: the watchdog exits after
+	terminated bool // SIGTERM: likewise
+}
+
+// attempt runs one attempt to its end: starts the command with the
+// descriptors fds (stdout, stderr, lock), supervises it, kills what is
+// left, and reports. It reports whether the watchdog may go on to the
+// next attempt.
+func (s *supervisor) attempt(fds []int, sigs <-chan os.Signal, msgs <-chan control) bool {
+	if len(fds) != 3 {
+		closeAll(fds)
+		report(s.ctl, eventMsg{Ev: "error", Err: fmt.Sprintf("watchdog: got %d descriptors with the attempt; want 3", len(fds))})
+		return true
+	}
+	stdout, stderr := os.NewFile(uintptr(fds[0]), "stdout"), os.NewFile(uintptr(fds[1]), "stderr")
+	lock := os.NewFile(uintptr(fds[2]), "lock") // held until the attempt is over
+	err := s.start(stdout, stderr)
+	// The command has the output pipes; the watchdog lets go of its
+	// copies, so the worker sees their end when the last process of the
+	// attempt is gone.
+	stdout.Close()
+	stderr.Close()
+	if err != nil {
+		lock.Close()
+		report(s.ctl, eventMsg{Ev: "error", Err: err.Error()})
+		s.removeCgroup()
+		return true
+	}
+	if s.spec.RecordDir != "" {
+		s.writeRecord()
+	}
+	report(s.ctl, eventMsg{Ev: "started", Pid: s.pid, Containment: s.containment()})
+	s.run(sigs, msgs)
+	s.cleanup(sigs)
+	// Nothing of the attempt is left: its lock goes before the worker
+	// hears so.
+	lock.Close()
+	report(s.ctl, eventMsg{Ev: "exited", Status: int(s.status), Cause: s.cause, Stragglers: s.stragglers})
+	return !s.orphaned && !s.terminated
 }
 
 // writeRecord writes the watchdog's pid and the attempt's cgroup where a
@@ -151,7 +195,7 @@ func (s *supervisor) containment() string {
 // start starts the command: in its own process group, and in a new
 // cgroup under spec.Cgroup when there is one and the kernel lets it be
 // started there.
-func (s *supervisor) start() error {
+func (s *supervisor) start(stdout, stderr *os.File) error {
 	null, err := os.Open(os.DevNull)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", os.DevNull, err)
@@ -160,7 +204,7 @@ func (s *supervisor) start() error {
 	attr := &os.ProcAttr{
 		Dir:   s.spec.Dir,
 		Env:   s.spec.Env,
-		Files: []*os.File{null, os.NewFile(1, "stdout"), os.NewFile(2, "stderr")},
+		Files: []*os.File{null, stdout, stderr},
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	}
 	if s.spec.Cgroup != "" {
@@ -191,7 +235,7 @@ func (s *supervisor) start() error {
 
 // run waits until the command's main process has exited, killing it when
 // a timeout, the lease deadline, the worker or a signal says so.
-func (s *supervisor) run(sigs <-chan os.Signal, msgs <-chan ctlMsg) {
+func (s *supervisor) run(sigs <-chan os.Signal, msgs <-chan control) {
 	var timeout, deadline, grace <-chan time.Time
 	if s.spec.Timeout > 0 {
 		t := time.NewTimer(s.spec.Timeout)
@@ -237,13 +281,18 @@ func (s *supervisor) run(sigs <-chan os.Signal, msgs <-chan ctlMsg) {
 			case syscall.SIGCHLD:
 				s.reap()
 			case syscall.SIGTERM:
+				s.terminated = true
 				kill(CauseTerminated, s.spec.LeaseGrace)
 			}
 		case m, ok := <-msgs:
+			closeAll(m.fds)
 			switch {
 			case !ok:
 				msgs = nil
+				s.orphaned = true
 				kill(CauseOrphaned, s.spec.LeaseGrace)
+			case m.Seq != s.seq:
+				// Meant for an attempt that ended.
 			case m.Op == "extend" && !s.killing:
 				setDeadline(m.Deadline)
 			case m.Op == "stop":
@@ -311,7 +360,10 @@ func (s *supervisor) cleanup(sigs <-chan os.Signal) {
 			report(s.ctl, eventMsg{Ev: "waiting", Err: "processes of the attempt do not die"})
 		}
 		select {
-		case <-sigs:
+		case sig := <-sigs:
+			if sig == syscall.SIGTERM {
+				s.terminated = true
+			}
 		case <-tick.C:
 		}
 	}

@@ -17,21 +17,26 @@
 //   - its control connection to the worker closes (the worker died),
 //   - it gets SIGTERM (a new worker reconciling what an old one left).
 //
-// Only then does it report how the command ended and exit: when the
-// worker hears the watchdog has exited, nothing of the attempt is left.
+// Only then does it report how the command ended: when the worker hears
+// of the end, nothing of the attempt is left. A watchdog runs one attempt
+// at a time, and may then run another (Run), so that a worker keeps a
+// few and pays for a process start per slot, not per task.
 //
-// The worker speaks to the watchdog over a socket pair (fd 3 in the
-// watchdog) in JSON lines; the command's stdout and stderr are the
-// watchdog's fd 1 and 2, passed on to the command and then closed in the
-// watchdog, so that the worker's readers see the end of the output when
-// the last process of the attempt is gone.
+// The worker speaks to the watchdog over a Unix socket pair (fd 3 in the
+// watchdog) in length-prefixed JSON frames; with each attempt it passes
+// the command's stdout and stderr and the attempt's record lock as file
+// descriptors (SCM_RIGHTS), which the watchdog gives to the command and
+// then closes, so that the worker's readers see the end of the output
+// when the last process of the attempt is gone.
 package watchdog
 
 import (
-	"bufio"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"sync"
 	"syscall"
@@ -87,20 +92,17 @@ type Spec struct {
 	// which the watchdog kills as a whole and removes. Empty means none:
 	// the watchdog finds the command's descendants as their subreaper.
 	Cgroup string
-	// Name names the attempt ("12-1") in the watchdog's argv and cgroup.
+	// Name names the attempt ("12-1") in its cgroup's name.
 	Name string
 	// Lock, if set, is an open file the watchdog keeps open (and so any
-	// flock on it held) for as long as it lives: a worker that finds the
-	// lock free knows the watchdog is gone.
+	// flock on it held) for as long as the attempt lives: a worker that
+	// finds the lock free knows the attempt is over.
 	Lock *os.File
 	// RecordDir, if set, is a directory where the watchdog writes, once
 	// the command runs, the file "watchdog": its own pid and the
 	// attempt's cgroup ("" for none), for a later worker to find it by
 	// (see Record).
 	RecordDir string
-	// Program is the executable that runs Main. Empty means this
-	// process's own (/proc/self/exe).
-	Program string
 }
 
 // Exit is how an attempt ended.
@@ -118,23 +120,24 @@ type Exit struct {
 	Err string
 }
 
-// Watchdog is a running watchdog, seen from the worker that started it.
-type Watchdog struct {
-	proc        *os.Process
-	pid         int // the command's
-	containment string
-	done        chan struct{}
-
-	// mu serialises writes to ctl.
-	mu  sync.Mutex
-	ctl *os.File
-
-	exit Exit // set before done is closed
-}
-
 // Wire messages. Durations are nanoseconds; deadlines are CLOCK_MONOTONIC
 // nanoseconds, a clock both processes share whatever the wall clock does.
-type startMsg struct {
+type ctlMsg struct {
+	Op string `json:"op"` // "run", "extend" or "stop"
+	// Seq numbers the watchdog's attempts: an "extend" or "stop" meant
+	// for one that has ended is not taken for the next one's.
+	Seq int `json:"seq"`
+	// For "run", with three file descriptors: stdout, stderr and the
+	// lock (/dev/null when there is none).
+	Run *runMsg `json:"run,omitempty"`
+	// For "extend".
+	Deadline int64 `json:"deadline,omitempty"`
+	// For "stop".
+	Cause Cause         `json:"cause,omitempty"`
+	Grace time.Duration `json:"grace,omitempty"`
+}
+
+type runMsg struct {
 	Path       string        `json:"path"`
 	Args       []string      `json:"args"`
 	Env        []string      `json:"env"`
@@ -148,15 +151,8 @@ type startMsg struct {
 	RecordDir  string        `json:"record_dir,omitempty"`
 }
 
-type ctlMsg struct {
-	Op       string        `json:"op"` // "extend" or "stop"
-	Deadline int64         `json:"deadline,omitempty"`
-	Cause    Cause         `json:"cause,omitempty"`
-	Grace    time.Duration `json:"grace,omitempty"`
-}
-
 type eventMsg struct {
-	Ev          string `json:"ev"` // "started", "exited" or "error"
+	Ev          string `json:"ev"` // "started", "exited", "error" or "waiting"
 	Pid         int    `json:"pid,omitempty"`
 	Containment string `json:"containment,omitempty"`
 	Status      int    `json:"status,omitempty"`
@@ -168,6 +164,84 @@ type eventMsg struct {
 // childName is the watchdog's argv[0]: how Main's process knows it is one,
 // and what ps shows.
 const childName = "mito-watchdog"
+
+// maxFrame bounds one message: a task's argv and environment.
+const maxFrame = 64 << 20
+
+// writeFrame writes v as one length-prefixed JSON frame, passing fds (if
+// any) with its first bytes.
+func writeFrame(c *net.UnixConn, v any, fds ...int) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], uint32(len(b)))
+	if len(fds) > 0 {
+		n, _, err := c.WriteMsgUnix(hdr[:], unix.UnixRights(fds...), nil)
+		if err != nil {
+			return err
+		}
+		if n != len(hdr) {
+			return io.ErrShortWrite
+		}
+	} else if _, err := c.Write(hdr[:]); err != nil {
+		return err
+	}
+	_, err = c.Write(b)
+	return err
+}
+
+// readFrame reads one frame into v, and the file descriptors sent with
+// it. Only ReadMsgUnix may read a frame's first bytes: a plain read would
+// drop the descriptors that come with them.
+func readFrame(c *net.UnixConn, v any) ([]int, error) {
+	var hdr [4]byte
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	var fds []int
+	for got := 0; got < len(hdr); {
+		n, oobn, _, _, err := c.ReadMsgUnix(hdr[got:], oob)
+		if oobn > 0 {
+			if msgs, perr := unix.ParseSocketControlMessage(oob[:oobn]); perr == nil {
+				for _, m := range msgs {
+					if f, perr := unix.ParseUnixRights(&m); perr == nil {
+						fds = append(fds, f...)
+					}
+				}
+			}
+		}
+		if err != nil {
+			closeAll(fds)
+			return nil, err
+		}
+		if n == 0 {
+			closeAll(fds)
+			return nil, io.EOF
+		}
+		got += n
+	}
+	size := binary.BigEndian.Uint32(hdr[:])
+	if size > maxFrame {
+		closeAll(fds)
+		return nil, fmt.Errorf("frame of %d bytes", size)
+	}
+	b := make([]byte, size)
+	if _, err := io.ReadFull(c, b); err != nil {
+		closeAll(fds)
+		return nil, err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		closeAll(fds)
+		return nil, err
+	}
+	return fds, nil
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
 
 // monoNow reads CLOCK_MONOTONIC, the clock Go's timers run on.
 func monoNow() int64 {
@@ -184,149 +258,276 @@ func mono(t time.Time) int64 {
 	return max(monoNow()+int64(time.Until(t)), 1)
 }
 
-// Start starts a watchdog that starts the command, and returns once the
-// command runs, or with the error that kept it from starting (the
-// program could not be executed, say), when nothing of it runs.
-func Start(s Spec) (*Watchdog, error) {
+// Watchdog is a watchdog process, seen from the worker that started it.
+// It runs one attempt at a time.
+type Watchdog struct {
+	proc *os.Process
+	ctl  *net.UnixConn
+	dead chan struct{} // closed once the process has exited
+
+	// wmu serialises writes to ctl.
+	wmu sync.Mutex
+
+	// mu guards the fields below.
+	mu      sync.Mutex
+	cur     *Attempt      // the attempt under way, or nil
+	pending *Attempt      // the attempt of the "run" under way
+	starts  chan eventMsg // the answer to the "run" under way
+	broken  string        // why the watchdog may not run another attempt
+	seq     int           // of the last attempt
+}
+
+// Attempt is one attempt a watchdog runs.
+type Attempt struct {
+	w           *Watchdog
+	seq         int
+	pid         int
+	containment string
+	done        chan struct{}
+	exit        Exit // set before done is closed
+}
+
+// New starts an idle watchdog. program is the executable that runs Main
+// ("" for this process's own, /proc/self/exe).
+func New(program string) (*Watchdog, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("start watchdog: socketpair: %w", err)
 	}
-	ctl := os.NewFile(uintptr(fds[0]), "watchdog-ctl")
+	ours := os.NewFile(uintptr(fds[0]), "watchdog-ctl")
 	child := os.NewFile(uintptr(fds[1]), "watchdog-ctl-child")
 	defer child.Close()
-	devnull, err := os.Open(os.DevNull)
+	defer ours.Close() // FileConn dups it
+	conn, err := net.FileConn(ours)
 	if err != nil {
-		ctl.Close()
+		return nil, fmt.Errorf("start watchdog: %w", err)
+	}
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		conn.Close()
 		return nil, fmt.Errorf("start watchdog: %w", err)
 	}
 	defer devnull.Close()
-	prog := s.Program
-	if prog == "" {
-		prog = "/proc/self/exe"
+	if program == "" {
+		program = "/proc/self/exe"
 	}
-	proc, err := os.StartProcess(prog, []string{childName, s.Name}, &os.ProcAttr{
+	proc, err := os.StartProcess(program, []string{childName}, &os.ProcAttr{
 		Dir:   "/",
 		Env:   []string{},
-		Files: []*os.File{devnull, s.Stdout, s.Stderr, child, s.Lock},
+		Files: []*os.File{devnull, devnull, devnull, child},
 		// A session of its own: a signal to the worker's process group
 		// (^C in a terminal) is the worker's to handle, not the watchdog's.
 		Sys: &syscall.SysProcAttr{Setsid: true},
 	})
 	if err != nil {
-		ctl.Close()
+		conn.Close()
 		return nil, fmt.Errorf("start watchdog: %w", err)
 	}
-	w := &Watchdog{proc: proc, ctl: ctl, done: make(chan struct{})}
-	start := startMsg{
-		Path: s.Path, Args: s.Args, Env: s.Env, Dir: s.Dir,
-		Timeout: s.Timeout, Grace: s.Grace, LeaseGrace: s.LeaseGrace,
-		Deadline: mono(s.Deadline), Cgroup: s.Cgroup, Name: s.Name, RecordDir: s.RecordDir,
-	}
-	r := bufio.NewReader(ctl)
-	fail := func(err error) (*Watchdog, error) {
-		ctl.Close()
-		_ = proc.Kill()
-		_, _ = proc.Wait()
-		return nil, err
-	}
-	if err := w.write(start); err != nil {
-		return fail(fmt.Errorf("start watchdog: %w", err))
-	}
-	ev, err := readEvent(r)
-	if err != nil {
-		return fail(fmt.Errorf("start watchdog: %w", err))
-	}
-	switch ev.Ev {
-	case "started":
-	case "error":
-		ctl.Close()
-		_, _ = proc.Wait()
-		return nil, errors.New(ev.Err)
-	default:
-		return fail(fmt.Errorf("start watchdog: unexpected %q", ev.Ev))
-	}
-	w.pid, w.containment = ev.Pid, ev.Containment
-	go w.follow(r)
+	w := &Watchdog{proc: proc, ctl: conn.(*net.UnixConn), dead: make(chan struct{})}
+	go w.follow()
 	return w, nil
 }
 
+// Start starts a watchdog for one attempt, which exits when the attempt
+// is over. It returns once the command runs, or with the error that kept
+// it from starting (the program could not be executed, say), when nothing
+// of it runs.
+func Start(s Spec, program string) (*Attempt, error) {
+	w, err := New(program)
+	if err != nil {
+		return nil, err
+	}
+	a, err := w.Run(s)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	go func() {
+		<-a.done
+		w.Close()
+	}()
+	return a, nil
+}
+
+// Run starts an attempt, when the watchdog has none under way. It
+// returns once the command runs, or with the error that kept it from
+// starting, when nothing of it runs.
+func (w *Watchdog) Run(s Spec) (*Attempt, error) {
+	w.mu.Lock()
+	switch {
+	case w.broken != "":
+		w.mu.Unlock()
+		return nil, fmt.Errorf("run with watchdog: %s", w.broken)
+	case w.cur != nil || w.starts != nil:
+		w.mu.Unlock()
+		return nil, errors.New("run with watchdog: it runs an attempt already")
+	}
+	w.seq++
+	a := &Attempt{w: w, seq: w.seq, done: make(chan struct{})}
+	// follow makes a the current attempt when "started" comes, before it
+	// reads the next event, which may be its end already.
+	w.cur, w.starts = nil, make(chan eventMsg, 1)
+	w.pending = a
+	starts := w.starts
+	w.mu.Unlock()
+	clear := func() {
+		w.mu.Lock()
+		w.starts, w.pending = nil, nil
+		w.mu.Unlock()
+	}
+
+	files := []*os.File{s.Stdout, s.Stderr, s.Lock}
+	var fds []int
+	for _, f := range files {
+		if f == nil {
+			null, err := os.Open(os.DevNull)
+			if err != nil {
+				clear()
+				return nil, err
+			}
+			defer null.Close()
+			f = null
+		}
+		fds = append(fds, int(f.Fd()))
+	}
+	msg := ctlMsg{Op: "run", Seq: a.seq, Run: &runMsg{
+		Path: s.Path, Args: s.Args, Env: s.Env, Dir: s.Dir,
+		Timeout: s.Timeout, Grace: s.Grace, LeaseGrace: s.LeaseGrace,
+		Deadline: mono(s.Deadline), Cgroup: s.Cgroup, Name: s.Name, RecordDir: s.RecordDir,
+	}}
+	if err := w.write(msg, fds...); err != nil {
+		w.markBroken("cannot talk to it: " + err.Error())
+		clear()
+		return nil, fmt.Errorf("run with watchdog: %w", err)
+	}
+	ev := <-starts
+	switch ev.Ev {
+	case "started":
+		return a, nil
+	case "error":
+		return nil, errors.New(ev.Err)
+	}
+	return nil, fmt.Errorf("run with watchdog: %s", ev.Err) // it died before it answered
+}
+
+// Reusable reports whether the watchdog may run another attempt: it is
+// alive, idle, and nothing went wrong with the last one.
+func (w *Watchdog) Reusable() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.broken == "" && w.cur == nil && w.starts == nil
+}
+
+// Close ends an idle watchdog (one with an attempt under way kills it,
+// as a dead worker's would) and waits for it to exit.
+func (w *Watchdog) Close() {
+	w.markBroken("closed")
+	_ = w.ctl.CloseWrite()
+	<-w.dead
+}
+
+// Pid is the watchdog process's pid.
+func (w *Watchdog) Pid() int { return w.proc.Pid }
+
+func (w *Watchdog) markBroken(why string) {
+	w.mu.Lock()
+	if w.broken == "" {
+		w.broken = why
+	}
+	w.mu.Unlock()
+}
+
+func (w *Watchdog) write(m ctlMsg, fds ...int) error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	return writeFrame(w.ctl, m, fds...)
+}
+
+// follow reads the watchdog's events until it exits, then reaps it.
+func (w *Watchdog) follow() {
+	for {
+		var ev eventMsg
+		fds, err := readFrame(w.ctl, &ev)
+		closeAll(fds)
+		if err != nil {
+			break
+		}
+		w.mu.Lock()
+		starts, cur := w.starts, w.cur
+		switch ev.Ev {
+		case "started", "error":
+			if ev.Ev == "started" && w.pending != nil {
+				w.pending.pid, w.pending.containment = ev.Pid, ev.Containment
+				w.cur = w.pending
+			}
+			w.starts, w.pending = nil, nil
+			if starts != nil {
+				starts <- ev
+			}
+		case "exited":
+			if cur != nil {
+				w.cur = nil
+				cur.exit = Exit{Status: syscall.WaitStatus(ev.Status), Cause: ev.Cause, Stragglers: ev.Stragglers, Err: ev.Err}
+				if ev.Err != "" && w.broken == "" {
+					w.broken = ev.Err
+				}
+				close(cur.done)
+			}
+		}
+		w.mu.Unlock()
+	}
+	w.ctl.Close()
+	st, err := w.proc.Wait()
+	msg := "the watchdog died"
+	if err == nil {
+		msg += " (" + st.String() + ")"
+	}
+	w.mu.Lock()
+	if w.broken == "" {
+		w.broken = msg
+	}
+	if w.starts != nil {
+		w.starts <- eventMsg{Ev: "died", Err: msg}
+		w.starts, w.pending = nil, nil
+	}
+	if cur := w.cur; cur != nil {
+		// It died with an attempt under way (someone killed it): the
+		// attempt's process group is all that can still be reached
+		// from here.
+		w.cur = nil
+		_ = syscall.Kill(-cur.pid, syscall.SIGKILL)
+		cur.exit = Exit{Status: syscall.WaitStatus(0xff00), Err: msg}
+		close(cur.done)
+	}
+	w.mu.Unlock()
+	close(w.dead)
+}
+
 // Pid is the command's main process's pid (also its process group).
-func (w *Watchdog) Pid() int { return w.pid }
+func (a *Attempt) Pid() int { return a.pid }
+
+// Watchdog is the watchdog that runs the attempt.
+func (a *Attempt) Watchdog() *Watchdog { return a.w }
 
 // Containment says how the watchdog holds the command: "cgroup DIR" or
 // "subreaper".
-func (w *Watchdog) Containment() string { return w.containment }
+func (a *Attempt) Containment() string { return a.containment }
 
-// Done is closed when the watchdog has exited: nothing of the attempt
-// runs any more (unless Exit().Err says otherwise).
-func (w *Watchdog) Done() <-chan struct{} { return w.done }
+// Done is closed when the attempt is over: nothing of it runs any more
+// (unless Exit().Err says otherwise).
+func (a *Attempt) Done() <-chan struct{} { return a.done }
 
 // Exit says how the attempt ended; valid once Done is closed.
-func (w *Watchdog) Exit() Exit { return w.exit }
+func (a *Attempt) Exit() Exit { return a.exit }
 
 // Extend moves the lease deadline. It fails once the watchdog is gone.
-func (w *Watchdog) Extend(deadline time.Time) error {
-	return w.write(ctlMsg{Op: "extend", Deadline: mono(deadline)})
+func (a *Attempt) Extend(deadline time.Time) error {
+	return a.w.write(ctlMsg{Op: "extend", Seq: a.seq, Deadline: mono(deadline)})
 }
 
 // Stop makes the watchdog kill the command: SIGTERM to every process of
 // the attempt, SIGKILL after grace (zero: the Spec's Grace). A second Stop
 // can only shorten the grace; the first cause is the one reported.
-func (w *Watchdog) Stop(cause Cause, grace time.Duration) error {
-	return w.write(ctlMsg{Op: "stop", Cause: cause, Grace: grace})
-}
-
-func (w *Watchdog) write(v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	_, err = w.ctl.Write(append(b, '\n'))
-	return err
-}
-
-// follow reads the watchdog's events until it exits, then reaps it.
-func (w *Watchdog) follow(r *bufio.Reader) {
-	defer close(w.done)
-	var exited bool
-	for {
-		ev, err := readEvent(r)
-		if err != nil {
-			break
-		}
-		if ev.Ev == "exited" {
-			exited = true
-			w.exit = Exit{Status: syscall.WaitStatus(ev.Status), Cause: ev.Cause, Stragglers: ev.Stragglers, Err: ev.Err}
-		}
-	}
-	w.mu.Lock()
-	w.ctl.Close()
-	w.mu.Unlock()
-	st, err := w.proc.Wait()
-	if !exited {
-		// The watchdog died before it could say (someone killed it): its
-		// command may still run. Its process group is all that can still
-		// be reached from here.
-		_ = syscall.Kill(-w.pid, syscall.SIGKILL)
-		msg := "the watchdog died"
-		if err == nil {
-			msg += " (" + st.String() + ")"
-		}
-		w.exit = Exit{Status: syscall.WaitStatus(0xff00), Err: msg}
-	}
-}
-
-func readEvent(r *bufio.Reader) (eventMsg, error) {
-	line, err := r.ReadBytes('\n')
-	if err != nil {
-		return eventMsg{}, fmt.Errorf("read from watchdog: %w", err)
-	}
-	var ev eventMsg
-	if err := json.Unmarshal(line, &ev); err != nil {
-		return eventMsg{}, fmt.Errorf("read from watchdog: %w", err)
-	}
-	return ev, nil
+func (a *Attempt) Stop(cause Cause, grace time.Duration) error {
+	return a.w.write(ctlMsg{Op: "stop", Seq: a.seq, Cause: cause, Grace: grace})
 }

@@ -57,9 +57,9 @@ func spec(t *testing.T, script string) (Spec, string, *os.File) {
 
 // start starts a watchdog and closes the test's copy of the output's
 // write end, so that reading it ends with the attempt.
-func start(t *testing.T, s Spec) *Watchdog {
+func start(t *testing.T, s Spec) *Attempt {
 	t.Helper()
-	w, err := Start(s)
+	w, err := Start(s, "")
 	s.Stdout.Close()
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +142,7 @@ func TestStartFails(t *testing.T) {
 	t.Parallel()
 	s, dir, _ := spec(t, "")
 	s.Path = filepath.Join(dir, "no-such-program")
-	_, err := Start(s)
+	_, err := Start(s, "")
 	if err == nil || !errors.Is(err, os.ErrNotExist) && !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("Start of a missing program: %v; want a 'no such file' error", err)
 	}
@@ -246,7 +246,7 @@ func TestSIGTERMToWatchdog(t *testing.T) {
 	s, dir, out := spec(t, daemonScript+`sleep 1000`)
 	w := start(t, s)
 	readLine(t, out)
-	if err := w.proc.Signal(syscall.SIGTERM); err != nil {
+	if err := syscall.Kill(w.Watchdog().Pid(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	<-w.Done()
@@ -323,7 +323,7 @@ func controllerMain() int {
 		Path: "/bin/sh", Args: []string{"sh", "-c", daemonScript + `echo $$ > "$D/main"; trap "" TERM; while :; do sleep 1; done`},
 		Env: []string{"D=" + dir, "PATH=/usr/bin:/bin"}, Dir: dir, Stdout: wr, Stderr: wr,
 		Grace: time.Hour, LeaseGrace: 200 * time.Millisecond, Cgroup: os.Getenv("WATCHDOG_TEST_CGROUP"), Name: "ctl",
-	})
+	}, "")
 	wr.Close()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -332,12 +332,12 @@ func controllerMain() int {
 	br := bufio.NewReader(r)
 	_, _ = br.ReadString('\n') // "ready"
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "main")); err == nil {
+		if fi, err := os.Stat(filepath.Join(dir, "main")); err == nil && fi.Size() > 0 {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	fmt.Println(w.proc.Pid)
+	fmt.Println(w.Watchdog().Pid())
 	select {}
 }
 
@@ -375,7 +375,7 @@ func TestKillLeftovers(t *testing.T) {
 	}
 	main := run(marker)
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "daemon")); err == nil {
+		if fi, err := os.Stat(filepath.Join(dir, "daemon")); err == nil && fi.Size() > 0 {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -399,5 +399,61 @@ func TestKillLeftovers(t *testing.T) {
 	assertDead(t, "after KillLeftovers", pids...)
 	if !alive(other.Process.Pid) {
 		t.Errorf("a process without the exact entry was killed")
+	}
+}
+
+// TestReuse runs attempts one after another under one watchdog: each
+// gets its own output, what one leaves behind dies before the next
+// starts, a stop meant for an attempt that ended does not reach the
+// next, and the record lock is let go when each attempt ends.
+func TestReuse(t *testing.T) {
+	t.Parallel()
+	dog, err := New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dog.Close()
+	dir := t.TempDir()
+	lockPath := filepath.Join(dir, "lock")
+	var prev *Attempt
+	for i := range 3 {
+		s, d, out := spec(t, daemonScript+`echo "run `+strconv.Itoa(i)+`"`)
+		lock, err := TryLock(lockPath)
+		if err != nil {
+			t.Fatalf("run %d: the lock is still held: %v", i, err)
+		}
+		s.Lock = lock
+		a, err := dog.Run(s)
+		s.Stdout.Close()
+		lock.Close()
+		if err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+		if prev != nil {
+			// A stop of the attempt before: not this one's.
+			_ = prev.Stop("stale", time.Millisecond)
+		}
+		b, _ := io.ReadAll(out)
+		<-a.Done()
+		if ex := a.Exit(); ex.Cause != CauseNone || ex.Status.ExitStatus() != 0 || ex.Stragglers < 2 {
+			t.Errorf("run %d: exit %+v; want a clean exit and the daemons killed", i, ex)
+		}
+		if want := "ready\nrun " + strconv.Itoa(i) + "\n"; string(b) != want {
+			t.Errorf("run %d: output %q; want %q", i, b, want)
+		}
+		assertDead(t, "after the attempt", readPids(t, d, "setsid", "daemon")...)
+		if !dog.Reusable() {
+			t.Fatalf("run %d: the watchdog may not run another", i)
+		}
+		prev = a
+	}
+	// A program that cannot run leaves the watchdog usable.
+	s, d, _ := spec(t, "")
+	s.Path = filepath.Join(d, "no-such-program")
+	if _, err := dog.Run(s); err == nil {
+		t.Error("Run of a missing program: no error")
+	}
+	if !dog.Reusable() {
+		t.Error("the watchdog may not run another after a program that could not start")
 	}
 }

@@ -116,12 +116,16 @@ type workerProc struct {
 }
 
 // startWorker starts `mito worker` for the lab under name, serving the
-// admin group with the tag "remote".
-func (l *lab) startWorker(name string, args ...string) *workerProc {
+// admin group with the tag "remote", with its run directory (where it
+// holds its name) under cache: "" for a new one, as on another machine.
+func (l *lab) startWorker(name, cache string, args ...string) *workerProc {
 	l.t.Helper()
+	if cache == "" {
+		cache = l.t.TempDir()
+	}
 	w := &workerProc{logs: &syncBuffer{}, exited: make(chan struct{})}
 	w.cmd = exec.Command(filepath.Join(bin, "mito"), append([]string{"worker", "--coordinator", l.url, "--name", name, "-g", "admin", "-t", "remote", "--work-dir", l.t.TempDir()}, args...)...)
-	w.cmd.Env = append(os.Environ(), "MITO_CONFIG_DIR="+l.cfgDir, "XDG_CACHE_HOME="+l.t.TempDir())
+	w.cmd.Env = append(os.Environ(), "MITO_CONFIG_DIR="+l.cfgDir, "XDG_CACHE_HOME="+cache)
 	w.cmd.Stdout, w.cmd.Stderr = w.logs, w.logs
 	if err := w.cmd.Start(); err != nil {
 		l.t.Fatal(err)
@@ -142,7 +146,7 @@ func (l *lab) startWorker(name string, args ...string) *workerProc {
 // offline within a lease TTL of the restart, not ready for ever.
 func TestWorkerGoneWhileCoordinatorDown(t *testing.T) {
 	l := startLab(t, "hosts: []\n")
-	w := l.startWorker("gone-host")
+	w := l.startWorker("gone-host", "")
 	l.waitHosts(60*time.Second, tasks.HostReady, "gone-host")
 	l.stop()
 	if err := w.cmd.Process.Kill(); err != nil {
@@ -156,7 +160,7 @@ func TestWorkerGoneWhileCoordinatorDown(t *testing.T) {
 	}
 
 	// One that is alive across the restart comes back ready by itself.
-	l.startWorker("live-host")
+	l.startWorker("live-host", "")
 	l.waitHosts(60*time.Second, tasks.HostReady, "live-host")
 	l.restart()
 	l.waitHosts(60*time.Second, tasks.HostReady, "live-host")
@@ -167,23 +171,27 @@ func TestWorkerGoneWhileCoordinatorDown(t *testing.T) {
 }
 
 // TestWorkerDuplicateNameRefused starts a second worker under the name of
-// a live one: it must exit 5 and say to use --name, and the first must
-// keep its session.
+// a live one, on this machine and as from another: both must exit 5 at
+// once and say to use --name, and the first must keep its session. A
+// worker killed and started again takes its name back at once.
 func TestWorkerDuplicateNameRefused(t *testing.T) {
 	l := startLab(t, "hosts: []\n")
-	first := l.startWorker("dup-host")
+	cache := t.TempDir()
+	first := l.startWorker("dup-host", cache)
 	l.waitHosts(60*time.Second, tasks.HostReady, "dup-host")
-	second := l.startWorker("dup-host")
-	select {
-	case <-second.exited:
-	case <-time.After(60 * time.Second):
-		t.Fatalf("a second worker named dup-host still runs after 60s; want it refused at once")
-	}
-	if code := second.cmd.ProcessState.ExitCode(); code != 5 {
-		t.Errorf("second worker of one name: exit %d; want 5\n%s", code, second.logs.String())
-	}
-	if out := second.logs.String(); !strings.Contains(out, "--name") || !strings.Contains(out, "dup-host") {
-		t.Errorf("second worker said %q; want the name and a hint to use --name", out)
+	for where, c := range map[string]string{"this machine": cache, "another machine": ""} {
+		second := l.startWorker("dup-host", c)
+		select {
+		case <-second.exited:
+		case <-time.After(60 * time.Second):
+			t.Fatalf("a second worker named dup-host on %s still runs after 60s; want it refused at once", where)
+		}
+		if code := second.cmd.ProcessState.ExitCode(); code != 5 {
+			t.Errorf("second worker of one name on %s: exit %d; want 5\n%s", where, code, second.logs.String())
+		}
+		if out := second.logs.String(); !strings.Contains(out, "--name") || !strings.Contains(out, "dup-host") {
+			t.Errorf("second worker on %s said %q; want the name and a hint to use --name", where, out)
+		}
 	}
 	tid := l.submit("-t", "remote", "--", "true")
 	if task := l.waitFor(tid, 60*time.Second, tasks.Succeeded, tasks.Failed); task.State != tasks.Succeeded || task.Host != "dup-host" {
@@ -192,6 +200,22 @@ func TestWorkerDuplicateNameRefused(t *testing.T) {
 	if strings.Contains(first.logs.String(), "registering again") {
 		t.Errorf("the first worker lost its session:\n%s", first.logs.String())
 	}
+
+	// Killed and started again on its machine: it registers at once.
+	if err := first.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-first.exited
+	again := l.startWorker("dup-host", cache)
+	tid = l.submit("-t", "remote", "--", "true")
+	if task := l.waitFor(tid, 60*time.Second, tasks.Succeeded, tasks.Failed); task.State != tasks.Succeeded || task.Host != "dup-host" {
+		t.Errorf("task after the restart: %s on %q; want succeeded on dup-host", task.State, task.Host)
+	}
+	select {
+	case <-again.exited:
+		t.Errorf("the restarted worker exited %d:\n%s", again.cmd.ProcessState.ExitCode(), again.logs.String())
+	default:
+	}
 }
 
 // TestWorkerSIGTERMDeregisters stops a worker that runs a task with
@@ -199,7 +223,7 @@ func TestWorkerDuplicateNameRefused(t *testing.T) {
 // task queued again at once, not when its lease runs out.
 func TestWorkerSIGTERMDeregisters(t *testing.T) {
 	l := startLab(t, "hosts: []\n", "--lease-ttl", "60s")
-	w := l.startWorker("term-host")
+	w := l.startWorker("term-host", "")
 	l.waitHosts(60*time.Second, tasks.HostReady, "term-host")
 	tid := l.submit("-t", "remote", "--", "sleep", "600")
 	l.waitFor(tid, 60*time.Second, tasks.Running)

@@ -275,16 +275,7 @@ func (w *worker) execute(a *attempt, dir, out string) tasks.Result {
 	res.StartedAt = time.Now()
 	// The watchdog, not this process, starts the command and sees it
 	// killed: on time, also when this process is killed or frozen.
-	dog, err := w.watchdog()
-	if err != nil {
-		stdoutW.Close()
-		stderrW.Close()
-		if lock != nil {
-			lock.Close()
-		}
-		return fail(err)
-	}
-	wd, err := dog.Run(watchdog.Spec{
+	spec := watchdog.Spec{
 		Path: prog, Args: argv, Env: env, Dir: dir,
 		Stdout: stdoutW, Stderr: stderrW,
 		Timeout:    w.timeout(a),
@@ -295,22 +286,29 @@ func (w *worker) execute(a *attempt, dir, out string) tasks.Result {
 		Name:       fmt.Sprintf("%d-%d", a.ref.Task, a.ref.Attempt),
 		Lock:       lock,
 		RecordDir:  record,
-	})
+	}
+	dog, wd, err := w.runUnderWatchdog(spec)
 	stdoutW.Close()
 	stderrW.Close()
 	if lock != nil {
 		// The watchdog holds the lock now, and alone: a later worker
-		// that can take it knows the watchdog is gone.
+		// that can take it knows the attempt is over.
 		lock.Close()
 	}
 	if err != nil {
-		w.idleWatchdog(dog) // the command could not start; the watchdog is fine
+		if errors.Is(err, watchdog.ErrGone) {
+			w.killLeftovers(a, dir) // it may have started the command before it died
+		}
 		return fail(err)
 	}
 	defer w.idleWatchdog(dog)
 	w.mu.Lock()
 	a.wd = wd
+	// A renewal that came while the command started found no watchdog
+	// to tell.
+	deadline = a.renewedAt.Add(s.leaseTTL - s.margin)
 	w.mu.Unlock()
+	wd.Extend(deadline)
 	a.log.Debug("command started", "pid", wd.Pid(), "containment", wd.Containment())
 
 	pumps := []*logPump{
@@ -337,6 +335,14 @@ func (w *worker) execute(a *attempt, dir, out string) tasks.Result {
 	res.StderrTruncated = pumps[1].isTruncated()
 	ex := wd.Exit()
 	if ex.Err != "" {
+		// The watchdog died with the attempt under way, or could not kill
+		// all of it: what is left is killed here, or, if that fails too,
+		// left to the next worker on the host by the run record.
+		if !w.killLeftovers(a, dir) {
+			w.mu.Lock()
+			a.keepRecord = a.record != ""
+			w.mu.Unlock()
+		}
 		return fail(fmt.Errorf("run command: %s", ex.Err))
 	}
 	if ex.Stragglers > 0 {
@@ -375,6 +381,46 @@ func (w *worker) timeout(a *attempt) time.Duration {
 	return tasks.DefaultTimeout
 }
 
+// runUnderWatchdog starts the attempt under an idle watchdog, or a new
+// one; one that turns out dead (it exited while idle) is replaced once.
+func (w *worker) runUnderWatchdog(spec watchdog.Spec) (*watchdog.Watchdog, *watchdog.Attempt, error) {
+	for try := 0; ; try++ {
+		dog, err := w.watchdog()
+		if err != nil {
+			return nil, nil, err
+		}
+		a, err := dog.Run(spec)
+		if err == nil {
+			return dog, a, nil
+		}
+		w.idleWatchdog(dog) // kept only if it may run another
+		if !errors.Is(err, watchdog.ErrGone) || try > 0 {
+			return nil, nil, err
+		}
+	}
+}
+
+// killLeftovers kills what is left of an attempt whose watchdog died: its
+// cgroup, by the watchdog's record, and the processes that carry its work
+// directory. It reports whether nothing is left.
+func (w *worker) killLeftovers(a *attempt, dir string) bool {
+	var cgroup string
+	if a.record != "" {
+		if r, err := watchdog.ReadRecord(a.record); err == nil {
+			cgroup = r.Cgroup
+		}
+	}
+	n, err := watchdog.KillLeftovers(cgroup, "MITO_WORK_DIR="+dir, w.cur().leaseGrace+reconcileLimit)
+	if err != nil {
+		a.log.Error("cannot kill what is left of the attempt", keyErr, err)
+		return false
+	}
+	if n > 0 {
+		a.log.Warn("killed what was left of the attempt after its watchdog died", "count", n)
+	}
+	return true
+}
+
 // supervise waits for the watchdog to end the attempt, telling it to kill
 // the command when the attempt must stop, and returns why it was killed
 // (causeNone if it was not). The timeout and the lease deadline are the
@@ -386,7 +432,11 @@ func (w *worker) supervise(a *attempt, wd *watchdog.Attempt) stopCause {
 	case <-a.stopped:
 		cause = a.cause
 	case <-a.ctx.Done():
+		// A lost lease cancels the context too: its shorter grace wins.
 		cause = causeShutdown
+		if a.isStopped() {
+			cause = a.cause
+		}
 	}
 	if cause != causeNone {
 		s := w.cur()

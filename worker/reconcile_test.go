@@ -156,8 +156,13 @@ func TestWatchdogKilledLeftoversReaped(t *testing.T) {
 		wr, err = watchdog.ReadRecord(recDir)
 		return err == nil
 	})
-	for _, pid := range []int{p.cmd.Process.Pid, wr.Pid} {
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+	// Frozen first, the shim cannot see its watchdog die (and kill what
+	// is left itself, as it would).
+	for _, k := range []struct {
+		pid int
+		sig syscall.Signal
+	}{{p.cmd.Process.Pid, syscall.SIGSTOP}, {wr.Pid, syscall.SIGKILL}, {p.cmd.Process.Pid, syscall.SIGKILL}} {
+		if err := syscall.Kill(k.pid, k.sig); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -181,4 +186,41 @@ func TestWatchdogKilledLeftoversReaped(t *testing.T) {
 		t.Errorf("%d release calls; want 1", n)
 	}
 	assertEmptyDirWithin(t, work, 10*time.Second)
+}
+
+// TestWatchdogKilledShimCleansUp SIGKILLs only an attempt's watchdog:
+// the shim, alive, kills what is left of the attempt itself and reports
+// it failed, saying why.
+func TestWatchdogKilledShimCleansUp(t *testing.T) {
+	t.Parallel()
+	bins, err := shimBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFake(t, reconcileReg())
+	work, cache, d := t.TempDir(), t.TempDir(), t.TempDir()
+	startShimIn(t, f, bins["mito-shim"], "", work, cache)
+	id := f.submit(tasks.Spec{Shell: leaverScript, Env: map[string]string{"D": d}})
+	pids := waitPids(t, d, "main", "setsid", "daemon")
+	t.Cleanup(func() {
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	recDir := filepath.Join(cache, "mito", "run", "c0ffee-test-host", strconv.FormatInt(int64(id), 10)+"-1")
+	var wr watchdog.Record
+	waitFor(t, 10*time.Second, "the watchdog writes its record", func() bool {
+		wr, err = watchdog.ReadRecord(recDir)
+		return err == nil
+	})
+	if err := syscall.Kill(wr.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	res := f.waitResult(t, id, 30*time.Second)
+	if res.State != tasks.Failed || !strings.Contains(res.Error, "watchdog died") {
+		t.Errorf("task: %s (%s); want failed, saying the watchdog died", res.State, res.Error)
+	}
+	if live := liveOf(pids); len(live) != 0 {
+		t.Errorf("processes %v of the attempt still run after its watchdog died", live)
+	}
 }

@@ -9,7 +9,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/mitolab/mito/tasks"
 	"github.com/mitolab/mito/worker/watchdog"
@@ -122,13 +125,16 @@ func (w *worker) dropScope() {
 
 // reconcileLimit bounds how long reconcile waits for one old attempt to
 // die after SIGTERM to its watchdog, beyond the lease grace, before it
-// kills the watchdog itself.
+// kills the watchdog itself; and, as long again after that, before it
+// gives the record up for the next worker.
 const reconcileLimit = 5 * time.Second
 
 // reconcile kills what earlier workers of this scope left on the host and
 // releases it with the coordinator. It returns once every such attempt is
-// dead (or could not be killed, which it logs), whatever the coordinator
-// answers: a lease that is not released runs out by itself.
+// dead, or could not be killed in time (it logs which), whatever the
+// coordinator answers: a lease that is not released runs out by itself.
+// The records are handled at once, so that many of them take no longer
+// than one.
 func (w *worker) reconcile(ctx context.Context, s *session) {
 	scope := w.scopeDir(s)
 	if scope == "" {
@@ -141,17 +147,28 @@ func (w *worker) reconcile(ctx context.Context, s *session) {
 		}
 		return
 	}
-	var dead []tasks.LeaseRef
+	limit := s.leaseGrace + min(reconcileLimit, max(time.Second, s.leaseTTL/4))
+	var (
+		mu   sync.Mutex
+		dead []tasks.LeaseRef
+		g    errgroup.Group
+	)
+	g.SetLimit(16)
 	for _, e := range entries {
 		if !e.IsDir() {
 			continue
 		}
-		ref, ok := w.reapRecord(filepath.Join(scope, e.Name()), s.leaseGrace+reconcileLimit)
-		if ok {
-			dead = append(dead, ref)
-		}
+		g.Go(func() error {
+			if ref, ok := w.reapRecord(ctx, filepath.Join(scope, e.Name()), limit); ok {
+				mu.Lock()
+				dead = append(dead, ref)
+				mu.Unlock()
+			}
+			return nil
+		})
 	}
-	if len(dead) == 0 {
+	_ = g.Wait()
+	if len(dead) == 0 || ctx.Err() != nil {
 		return
 	}
 	rctx, cancel := context.WithTimeout(ctx, requestSlack)
@@ -168,7 +185,7 @@ func (w *worker) reconcile(ctx context.Context, s *session) {
 // work directory and the record, and returns its lease. ok is false when
 // the record names no lease (it was half written) or the attempt could not
 // be killed; such a record is left for the next worker to try again.
-func (w *worker) reapRecord(dir string, limit time.Duration) (ref tasks.LeaseRef, ok bool) {
+func (w *worker) reapRecord(ctx context.Context, dir string, limit time.Duration) (ref tasks.LeaseRef, ok bool) {
 	log := w.log.With("record", dir)
 	var rec runRecord
 	b, recErr := os.ReadFile(filepath.Join(dir, "attempt.json"))
@@ -186,16 +203,26 @@ func (w *worker) reapRecord(dir string, limit time.Duration) (ref tasks.LeaseRef
 		}
 		log.Info("stopping the watchdog a previous worker left", "pid", wr.Pid)
 		wr.Terminate()
-		deadline := time.Now().Add(limit)
+		deadline, killed := time.Now().Add(limit), false
 		for {
 			lock, lerr = watchdog.TryLock(filepath.Join(dir, "lock"))
 			if !errors.Is(lerr, watchdog.ErrLocked) {
 				break
 			}
-			if time.Now().After(deadline) {
-				log.Warn("the watchdog did not exit; killing it", "pid", wr.Pid)
+			switch {
+			case ctx.Err() != nil:
+				return ref, false
+			case time.Now().Before(deadline):
+			case !killed:
+				log.Warn("the watchdog did not end its attempt; killing it", "pid", wr.Pid)
 				wr.Kill()
-				deadline = time.Now().Add(limit)
+				deadline, killed = time.Now().Add(limit), true
+			default:
+				// Not the watchdog's lock any more (a frozen worker that
+				// had not handed it over yet), or a watchdog that does
+				// not die: the next worker tries again.
+				log.Error("the run record stays locked; leaving it", "pid", wr.Pid)
+				return ref, false
 			}
 			time.Sleep(20 * time.Millisecond)
 		}

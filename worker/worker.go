@@ -10,7 +10,10 @@
 package worker
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -97,9 +100,10 @@ type Config struct {
 	// in it; see watchdog.DetectCgroup), "none" uses none, and the
 	// watchdogs find an attempt's processes as their subreaper.
 	Cgroup string
-	// WatchdogProgram is the executable started as each attempt's
-	// watchdog; it must call watchdog.Main when watchdog.IsChild. Empty
-	// means this process's own executable.
+	// WatchdogProgram is the executable started as the attempts'
+	// watchdogs (one per slot, each running attempt after attempt); it
+	// must call watchdog.Main when watchdog.IsChild. Empty means this
+	// process's own executable.
 	WatchdogProgram string
 	// DirectClient sends artifacts straight to the artifact store, by the
 	// URLs the coordinator presigns, over the host's own network rather
@@ -150,17 +154,25 @@ type worker struct {
 
 // watchdog returns an idle watchdog, or starts one.
 func (w *worker) watchdog() (*watchdog.Watchdog, error) {
+	var found *watchdog.Watchdog
+	var gone []*watchdog.Watchdog
 	w.mu.Lock()
-	for len(w.idle) > 0 {
+	for found == nil && len(w.idle) > 0 {
 		d := w.idle[len(w.idle)-1]
 		w.idle = w.idle[:len(w.idle)-1]
 		if d.Reusable() {
-			w.mu.Unlock()
-			return d, nil
+			found = d
+		} else {
+			gone = append(gone, d)
 		}
-		go d.Close()
 	}
 	w.mu.Unlock()
+	for _, d := range gone {
+		d.Close()
+	}
+	if found != nil {
+		return found, nil
+	}
 	return watchdog.New(w.cfg.WatchdogProgram)
 }
 
@@ -264,6 +276,16 @@ func run(ctx context.Context, cfg Config, heard *contactClock) error {
 	if err != nil {
 		return err
 	}
+	if heard == nil && scopeRE.MatchString(cfg.Name) {
+		// A standalone worker holds its name on this machine for as long
+		// as it runs: a second one of the name is refused here, and a
+		// restarted one takes the name back from the coordinator at once.
+		lock, err := w.holdName()
+		if err != nil {
+			return err
+		}
+		defer lock.Close()
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if heard != nil {
@@ -322,6 +344,35 @@ func (w *worker) deregister() {
 		}
 	}
 	w.log.Info("deregistered", "released", len(refs))
+}
+
+// holdName takes the lock of the worker's name in its run directory and
+// sets its instance from it: the same for every run of this name by this
+// user on this machine, so that the coordinator lets a restarted worker
+// take back the session of the one before it (which is dead: it held
+// the lock), and different for a worker of the name anywhere else, which
+// it refuses while this one lives.
+func (w *worker) holdName() (*os.File, error) {
+	if err := os.MkdirAll(w.runRoot, 0o700); err != nil {
+		return nil, fmt.Errorf("create run directory: %w", err)
+	}
+	path := filepath.Join(w.runRoot, "worker-"+w.cfg.Name+".lock")
+	lock, err := watchdog.TryLock(path)
+	if errors.Is(err, watchdog.ErrLocked) {
+		return nil, &tasks.Error{Code: tasks.EConflict, Field: "name", Message: fmt.Sprintf(
+			"name: another worker named %q runs on this machine as this user (it holds %s); start this one with its own --name", w.cfg.Name, path)}
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range []string{"/etc/machine-id", "/var/lib/dbus/machine-id"} {
+		if id, err := os.ReadFile(f); err == nil && len(bytes.TrimSpace(id)) > 0 {
+			sum := sha256.Sum256(append(append(bytes.TrimSpace(id), 0), path...))
+			w.instance = hex.EncodeToString(sum[:8])
+			break
+		}
+	}
+	return lock, nil
 }
 
 // watchSilence waits until ctx ends (false) or the coordinator has not
@@ -646,7 +697,7 @@ func (w *worker) reregister(ctx context.Context, bo *backoff) error {
 			w.sessChanged = make(chan struct{})
 			w.mu.Unlock()
 			w.log.Info("registered again", "running", len(refs), "stop", len(resp.Stop), "slots", s.slots, "lease_ttl", s.leaseTTL, "heartbeat", s.heartbeat)
-			w.renewed(refs, sent)
+			w.renewed(without(refs, resp.Stop), sent)
 			w.stopAttempts(resp.Stop)
 			w.wakeHeartbeat()
 			// Slots may have changed.
@@ -853,7 +904,7 @@ func (w *worker) heartbeatLoop(ctx context.Context) error {
 		case err == nil:
 			cancellable = true
 			bo.reset()
-			w.renewed(refs, sent)
+			w.renewed(without(refs, resp.Stop), sent)
 			w.stopAttempts(resp.Stop)
 			if gap := minHeartbeatGap - time.Since(sent); gap > 0 && len(resp.Stop) == 0 {
 				sleep(ctx, gap)
@@ -916,8 +967,23 @@ func (w *worker) renewed(refs []tasks.LeaseRef, sent time.Time) {
 	}
 	w.mu.Unlock()
 	for _, e := range ext {
-		_ = e.wd.Extend(e.deadline) // fails only once the attempt ended
+		e.wd.Extend(e.deadline)
 	}
+}
+
+// without returns the refs that stops does not name: the leases the
+// coordinator renewed.
+func without(refs []tasks.LeaseRef, stops []tasks.Stop) []tasks.LeaseRef {
+	if len(stops) == 0 {
+		return refs
+	}
+	out := make([]tasks.LeaseRef, 0, len(refs))
+	for _, r := range refs {
+		if !slices.ContainsFunc(stops, func(s tasks.Stop) bool { return s.Task == r.Task && s.Attempt == r.Attempt }) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // stopLeaseLost is the reason of a Stop for an attempt whose lease is no

@@ -50,6 +50,7 @@ func startWorker(t *testing.T, f *fakeCoord, mod func(*Config)) *testWorker {
 		Client:    c,
 		Name:      "w1",
 		WorkDir:   t.TempDir(),
+		RunDir:    t.TempDir(),
 		ClaimWait: 2 * time.Second,
 		Logger:    slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}

@@ -53,8 +53,17 @@ The coordinator is --coordinator (-c), else $MITO_COORDINATOR.
 It authenticates with an API token (--token, the MITO_TOKEN environment
 variable, or the token 'mito client login' stored for that coordinator)
 whose user may write to every group it serves. It stops on
-SIGINT, SIGTERM or SIGHUP, killing the tasks it runs: the coordinator then
-queues them again.`,
+SIGINT, SIGTERM or SIGHUP, killing the tasks it runs and telling the
+coordinator, which queues them again at once and shows the host offline.
+
+Each task runs under a watchdog (this binary, or mito-shim beside it, in
+another mode) that kills everything the task started, also if the worker
+itself is killed or frozen, before its lease could run out.
+
+The name is the worker's host in 'mito client hosts list': a second
+worker of a name that runs is refused (exit 5), whether on this machine
+or another; one killed and started again on this machine takes its name
+back at once.`,
 		Example: `  # Serve the "lab" group with two slots, on a host tagged 10g and bbr
   export MITO_TOKEN=...
   mito worker -c https://mito.lab.example:8443 -g lab -t 10g -t bbr --slots 2

@@ -130,8 +130,9 @@ type supervisor struct {
 	killing    bool
 	killAt     time.Time // when SIGKILL follows the SIGTERM
 	stragglers int
-	orphaned   bool // the worker is gone: the watchdog exits after
-	terminated bool // SIGTERM: likewise
+	err        string // cleanup gave up
+	orphaned   bool   // the worker is gone: the watchdog exits after
+	terminated bool   // SIGTERM: likewise
 }
 
 // attempt runs one attempt to its end: starts the command with the
@@ -163,12 +164,12 @@ func (s *supervisor) attempt(fds []int, sigs <-chan os.Signal, msgs <-chan contr
 	}
 	report(s.ctl, eventMsg{Ev: "started", Pid: s.pid, Containment: s.containment()})
 	s.run(sigs, msgs)
-	s.cleanup(sigs)
+	s.cleanup(sigs, msgs)
 	// Nothing of the attempt is left: its lock goes before the worker
 	// hears so.
 	lock.Close()
-	report(s.ctl, eventMsg{Ev: "exited", Status: int(s.status), Cause: s.cause, Stragglers: s.stragglers})
-	return !s.orphaned && !s.terminated
+	report(s.ctl, eventMsg{Ev: "exited", Status: int(s.status), Cause: s.cause, Stragglers: s.stragglers, Err: s.err})
+	return !s.orphaned && !s.terminated && s.err == ""
 }
 
 // writeRecord writes the watchdog's pid and the attempt's cgroup where a
@@ -215,6 +216,7 @@ func (s *supervisor) start(stdout, stderr *os.File) error {
 			unix.Close(fd)
 			if err == nil {
 				s.cgroup, s.pid = dir, p.Pid
+				_ = p.Release() // reaped by pid (wait4), not through its pidfd
 				return nil
 			}
 			_ = os.Remove(dir)
@@ -230,6 +232,7 @@ func (s *supervisor) start(stdout, stderr *os.File) error {
 		return err
 	}
 	s.pid = p.Pid
+	_ = p.Release()
 	return nil
 }
 
@@ -269,7 +272,8 @@ func (s *supervisor) run(sigs <-chan os.Signal, msgs <-chan control) {
 		} else {
 			return
 		}
-		deadline = nil // nothing to extend any more
+		// The lease deadline stays armed: a cancel or a shutdown with a
+		// long grace must still be over before the lease runs out.
 		graceTimer.Reset(time.Until(s.killAt))
 		grace = graceTimer.C
 	}
@@ -293,7 +297,7 @@ func (s *supervisor) run(sigs <-chan os.Signal, msgs <-chan control) {
 				kill(CauseOrphaned, s.spec.LeaseGrace)
 			case m.Seq != s.seq:
 				// Meant for an attempt that ended.
-			case m.Op == "extend" && !s.killing:
+			case m.Op == "extend":
 				setDeadline(m.Deadline)
 			case m.Op == "stop":
 				g := m.Grace
@@ -334,14 +338,22 @@ func (s *supervisor) reap() (children bool) {
 	}
 }
 
+// giveUp bounds how long cleanup tries to kill what is left of an
+// attempt: a process that cannot be signalled (one of another user, left
+// by sudo) or that sleeps in the kernel (state D) would otherwise hold
+// the slot, and its renewed lease, for ever.
+const giveUp = time.Minute
+
 // cleanup kills what is left of the attempt once its main process has
 // ended, and waits until nothing is: no child of the watchdog, no process
-// in its cgroup.
-func (s *supervisor) cleanup(sigs <-chan os.Signal) {
+// in its cgroup. It keeps reading the worker's messages meanwhile (an
+// unread socket would block the worker), and gives up after giveUp,
+// saying which processes are left.
+func (s *supervisor) cleanup(sigs <-chan os.Signal, msgs <-chan control) {
 	first := true
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	warned := time.Now()
+	start := time.Now()
 	for {
 		// As their subreaper, the watchdog is an ancestor of every process
 		// of the attempt: with no child left, none is (and no /proc walk
@@ -353,21 +365,31 @@ func (s *supervisor) cleanup(sigs <-chan os.Signal) {
 		if first {
 			s.stragglers, first = n, false
 		}
-		if time.Since(warned) > time.Minute {
-			// A process stuck in the kernel (state D) cannot die yet; the
-			// worker is told, and the watchdog keeps trying.
-			warned = time.Now()
-			report(s.ctl, eventMsg{Ev: "waiting", Err: "processes of the attempt do not die"})
+		if time.Since(start) > giveUp {
+			left := descendants(s.self)
+			if s.cgroup != "" {
+				left = append(left, cgroupProcs(s.cgroup)...)
+			}
+			s.err = fmt.Sprintf("processes %v of the attempt could not be killed in %s (another user's, or stuck in the kernel)", left, giveUp)
+			break
 		}
 		select {
 		case sig := <-sigs:
 			if sig == syscall.SIGTERM {
 				s.terminated = true
 			}
+		case m, ok := <-msgs:
+			closeAll(m.fds)
+			if !ok {
+				msgs = nil
+				s.orphaned = true
+			}
 		case <-tick.C:
 		}
 	}
-	s.removeCgroup()
+	if s.err == "" {
+		s.removeCgroup()
+	}
 }
 
 // signalAll sends sig to every process of the attempt (its process

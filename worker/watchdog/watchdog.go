@@ -258,6 +258,10 @@ func mono(t time.Time) int64 {
 	return max(monoNow()+int64(time.Until(t)), 1)
 }
 
+// ErrGone is returned by Run when the watchdog died or broke before the
+// command started: nothing ran, and a new watchdog may run it.
+var ErrGone = errors.New("the watchdog is gone")
+
 // Watchdog is a watchdog process, seen from the worker that started it.
 // It runs one attempt at a time.
 type Watchdog struct {
@@ -267,6 +271,10 @@ type Watchdog struct {
 
 	// wmu serialises writes to ctl.
 	wmu sync.Mutex
+	// extend holds the latest deadline extension for the sender
+	// goroutine (capacity 1): Extend never waits on the socket, so a
+	// watchdog that reads slowly cannot hold up a worker's renewals.
+	extend chan ctlMsg
 
 	// mu guards the fields below.
 	mu      sync.Mutex
@@ -323,8 +331,9 @@ func New(program string) (*Watchdog, error) {
 		conn.Close()
 		return nil, fmt.Errorf("start watchdog: %w", err)
 	}
-	w := &Watchdog{proc: proc, ctl: conn.(*net.UnixConn), dead: make(chan struct{})}
+	w := &Watchdog{proc: proc, ctl: conn.(*net.UnixConn), dead: make(chan struct{}), extend: make(chan ctlMsg, 1)}
 	go w.follow()
+	go w.sendExtensions()
 	return w, nil
 }
 
@@ -357,7 +366,7 @@ func (w *Watchdog) Run(s Spec) (*Attempt, error) {
 	switch {
 	case w.broken != "":
 		w.mu.Unlock()
-		return nil, fmt.Errorf("run with watchdog: %s", w.broken)
+		return nil, fmt.Errorf("run with watchdog: %w: %s", ErrGone, w.broken)
 	case w.cur != nil || w.starts != nil:
 		w.mu.Unlock()
 		return nil, errors.New("run with watchdog: it runs an attempt already")
@@ -398,7 +407,7 @@ func (w *Watchdog) Run(s Spec) (*Attempt, error) {
 	if err := w.write(msg, fds...); err != nil {
 		w.markBroken("cannot talk to it: " + err.Error())
 		clear()
-		return nil, fmt.Errorf("run with watchdog: %w", err)
+		return nil, fmt.Errorf("run with watchdog: %w: %v", ErrGone, err)
 	}
 	ev := <-starts
 	switch ev.Ev {
@@ -407,7 +416,7 @@ func (w *Watchdog) Run(s Spec) (*Attempt, error) {
 	case "error":
 		return nil, errors.New(ev.Err)
 	}
-	return nil, fmt.Errorf("run with watchdog: %s", ev.Err) // it died before it answered
+	return nil, fmt.Errorf("run with watchdog: %w: %s", ErrGone, ev.Err) // it died before it answered
 }
 
 // Reusable reports whether the watchdog may run another attempt: it is
@@ -520,9 +529,35 @@ func (a *Attempt) Done() <-chan struct{} { return a.done }
 // Exit says how the attempt ended; valid once Done is closed.
 func (a *Attempt) Exit() Exit { return a.exit }
 
-// Extend moves the lease deadline. It fails once the watchdog is gone.
-func (a *Attempt) Extend(deadline time.Time) error {
-	return a.w.write(ctlMsg{Op: "extend", Seq: a.seq, Deadline: mono(deadline)})
+// Extend moves the lease deadline. It does not wait: the latest
+// extension goes to the watchdog as soon as it reads, and an older one
+// not sent yet is dropped.
+func (a *Attempt) Extend(deadline time.Time) {
+	m := ctlMsg{Op: "extend", Seq: a.seq, Deadline: mono(deadline)}
+	for {
+		select {
+		case a.w.extend <- m:
+			return
+		default:
+		}
+		select {
+		case <-a.w.extend: // superseded
+		default:
+		}
+	}
+}
+
+// sendExtensions writes the extensions Extend leaves, until the watchdog
+// is gone.
+func (w *Watchdog) sendExtensions() {
+	for {
+		select {
+		case <-w.dead:
+			return
+		case m := <-w.extend:
+			_ = w.write(m)
+		}
+	}
 }
 
 // Stop makes the watchdog kill the command: SIGTERM to every process of

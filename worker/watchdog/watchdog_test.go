@@ -455,3 +455,26 @@ func TestReuse(t *testing.T) {
 		t.Error("the watchdog may not run another after a program that could not start")
 	}
 }
+
+// TestDeadlineDuringSlowKill checks that a kill with a long grace (a
+// cancel, a worker stopping) still ends by the lease deadline: the lease
+// runs out whatever the task's grace.
+func TestDeadlineDuringSlowKill(t *testing.T) {
+	t.Parallel()
+	s, _, out := spec(t, `trap "" TERM; echo ready; while :; do sleep 1; done`)
+	s.Deadline = time.Now().Add(time.Hour)
+	w := start(t, s)
+	readLine(t, out)
+	if err := w.Stop("worker stopping", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	w.Extend(time.Now().Add(500 * time.Millisecond))
+	select {
+	case <-w.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the attempt outlived its lease deadline by 30s during a kill with a long grace")
+	}
+	if ex := w.Exit(); ex.Cause != "worker stopping" || ex.Status.Signal() != syscall.SIGKILL {
+		t.Errorf("exit %+v; want the first cause, killed by SIGKILL", ex)
+	}
+}

@@ -215,11 +215,8 @@ func (c *Coordinator) handleRegister(w http.ResponseWriter, r *http.Request) err
 	c.mu.Lock()
 	s.host.OS, s.host.Arch = req.OS, req.Arch
 	s.inputs = slices.Contains(req.Features, tasks.FeatureInputs)
-	h := c.setHostStateLocked(s, tasks.HostReady, "")
 	c.mu.Unlock()
-	if err := c.store.PutHost(r.Context(), h); err != nil {
-		return err
-	}
+	// The answer first: a host shows ready once its worker can use it.
 	resp, err := c.registerResponse(r.Context(), s)
 	if err != nil {
 		return err
@@ -231,10 +228,16 @@ func (c *Coordinator) handleRegister(w http.ResponseWriter, r *http.Request) err
 		}
 		resp.Stop = stops
 	}
+	c.mu.Lock()
+	h := c.setHostStateLocked(s, tasks.HostReady, "")
+	c.mu.Unlock()
+	c.log.Info("worker registered", logHost, h.Name, "transport", h.Transport, "os", req.OS, "arch", req.Arch)
+	if err := c.store.PutHost(r.Context(), h); err != nil {
+		return err
+	}
 	if !s.linked {
 		c.addSession(s)
 	}
-	c.log.Info("worker registered", logHost, h.Name, "transport", h.Transport, "os", req.OS, "arch", req.Arch)
 	if !slices.Contains(req.Features, tasks.FeatureInputs) {
 		c.log.Info("worker is too old to fetch task inputs; it will get no task that has inputs", logHost, h.Name, "version", cmp.Or(req.Version, "unknown"))
 	}

@@ -68,7 +68,7 @@ type attempt struct {
 	cause    stopCause     // set before stopped is closed
 	reason   string
 
-	// record is the attempt's run record directory (rundir.go), or "".
+	// record is the attempt's run record (rundir.go), or "".
 	record string
 	// keepRecord, guarded by worker.mu, keeps the record when the
 	// attempt ends: it died unreported, and the next worker on the host
@@ -285,7 +285,7 @@ func (w *worker) execute(a *attempt, dir, out string) tasks.Result {
 		Cgroup:     w.cgroup,
 		Name:       fmt.Sprintf("%d-%d", a.ref.Task, a.ref.Attempt),
 		Lock:       lock,
-		RecordDir:  record,
+		Record:     lock != nil,
 	}
 	dog, wd, err := w.runUnderWatchdog(spec)
 	stdoutW.Close()

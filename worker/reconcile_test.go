@@ -94,7 +94,7 @@ func TestShimKilledLeavesNothing(t *testing.T) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
-	records, _ := filepath.Glob(filepath.Join(cache, "mito", "run", "c0ffee-test-host", "*"))
+	records, _ := filepath.Glob(filepath.Join(cache, "mito", "run", "c0ffee-test-host", "*.run"))
 	if len(records) != 1 {
 		t.Fatalf("run records %v; want the running attempt's", records)
 	}
@@ -150,10 +150,10 @@ func TestWatchdogKilledLeftoversReaped(t *testing.T) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
-	recDir := filepath.Join(cache, "mito", "run", "c0ffee-test-host", strconv.FormatInt(int64(id), 10)+"-1")
+	recPath := filepath.Join(cache, "mito", "run", "c0ffee-test-host", strconv.FormatInt(int64(id), 10)+"-1.run")
 	var wr watchdog.Record
 	waitFor(t, 10*time.Second, "the watchdog writes its record", func() bool {
-		wr, err = watchdog.ReadRecord(recDir)
+		wr, err = watchdog.ReadRecord(recPath)
 		return err == nil
 	})
 	// Frozen first, the shim cannot see its watchdog die (and kill what
@@ -207,10 +207,10 @@ func TestWatchdogKilledShimCleansUp(t *testing.T) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
-	recDir := filepath.Join(cache, "mito", "run", "c0ffee-test-host", strconv.FormatInt(int64(id), 10)+"-1")
+	recPath := filepath.Join(cache, "mito", "run", "c0ffee-test-host", strconv.FormatInt(int64(id), 10)+"-1.run")
 	var wr watchdog.Record
 	waitFor(t, 10*time.Second, "the watchdog writes its record", func() bool {
-		wr, err = watchdog.ReadRecord(recDir)
+		wr, err = watchdog.ReadRecord(recPath)
 		return err == nil
 	})
 	if err := syscall.Kill(wr.Pid, syscall.SIGKILL); err != nil {

@@ -19,12 +19,13 @@ import (
 )
 
 // The run directory: for each attempt whose command runs, the worker keeps
-// a record under RunDir/<scope>/<task>-<attempt>/, for as long as the
-// attempt's watchdog lives:
-//
-//	attempt.json  the lease (task, attempt, token) and the work directory
-//	lock          flock'd by the worker, then held by the watchdog alone
-//	watchdog      the watchdog's pid and the attempt's cgroup (watchdog.Record)
+// a record, RunDir/<scope>/<task>-<attempt>.run, for as long as the
+// attempt lives: a line of JSON with the lease (task, attempt, token) and
+// the work directory, then the watchdog's line with its pid and the
+// attempt's cgroup (watchdog.ReadRecord). The file is also the attempt's
+// lock: the worker creates it flock'd and hands it to the watchdog, which
+// holds it alone until the attempt is over. One file, written and removed
+// once, so that a record costs a task a few system calls.
 //
 // A worker that is killed leaves its records behind; its watchdogs kill
 // their attempts and exit, but one may still be at it, or be frozen, or
@@ -40,7 +41,10 @@ import (
 // host's name, so that another mito installation, or another inventory
 // host that logs in as the same user, is never touched.
 
-// runRecord is attempt.json.
+// recordExt ends a run record's name.
+const recordExt = ".run"
+
+// runRecord is a run record's first line.
 type runRecord struct {
 	Lease   tasks.LeaseRef `json:"lease"`
 	WorkDir string         `json:"work_dir"`
@@ -68,33 +72,32 @@ func (w *worker) scopeDir(s *session) string {
 	return filepath.Join(w.runRoot, s.runScope)
 }
 
-// newRecord writes an attempt's record and takes its lock, for the
-// watchdog to inherit. It returns the record's directory and the lock
-// file; the caller closes the lock once the watchdog holds it.
+// newRecord writes an attempt's record, locked, for the watchdog to
+// inherit. It returns the record's path and file; the caller closes the
+// file once the watchdog holds it.
 func (w *worker) newRecord(a *attempt, workDir string) (string, *os.File, error) {
 	scope := w.scopeDir(w.cur())
 	if scope == "" {
 		return "", nil, nil
 	}
-	dir := filepath.Join(scope, fmt.Sprintf("%d-%d", a.ref.Task, a.ref.Attempt))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(scope, 0o700); err != nil {
 		return "", nil, fmt.Errorf("create run record: %w", err)
 	}
-	lock, err := watchdog.TryLock(filepath.Join(dir, "lock"))
+	path := filepath.Join(scope, fmt.Sprintf("%d-%d%s", a.ref.Task, a.ref.Attempt, recordExt))
+	f, err := watchdog.TryLock(path)
 	if err != nil {
 		return "", nil, fmt.Errorf("create run record: %w", err)
 	}
 	b, _ := json.Marshal(runRecord{Lease: a.ref, WorkDir: workDir, Created: time.Now().UTC()})
-	tmp := filepath.Join(dir, "attempt.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, "attempt.json"))
+	if err := f.Truncate(0); err == nil {
+		_, err = f.Write(append(b, '\n'))
 	}
 	if err != nil {
-		lock.Close()
-		_ = os.RemoveAll(dir)
+		f.Close()
+		_ = os.Remove(path)
 		return "", nil, fmt.Errorf("create run record: %w", err)
 	}
-	return dir, lock, nil
+	return path, f, nil
 }
 
 // dropRecord removes an attempt's record once nothing of it is left,
@@ -106,8 +109,8 @@ func (w *worker) dropRecord(a *attempt) {
 	if a.record == "" || keep {
 		return
 	}
-	if err := os.RemoveAll(a.record); err != nil {
-		a.log.Warn("cannot remove the attempt's run record", "dir", a.record, keyErr, err)
+	if err := os.Remove(a.record); err != nil {
+		a.log.Warn("cannot remove the attempt's run record", "record", a.record, keyErr, err)
 	}
 }
 
@@ -155,7 +158,7 @@ func (w *worker) reconcile(ctx context.Context, s *session) {
 	)
 	g.SetLimit(16)
 	for _, e := range entries {
-		if !e.IsDir() {
+		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), recordExt) {
 			continue
 		}
 		g.Go(func() error {
@@ -185,27 +188,28 @@ func (w *worker) reconcile(ctx context.Context, s *session) {
 // work directory and the record, and returns its lease. ok is false when
 // the record names no lease (it was half written) or the attempt could not
 // be killed; such a record is left for the next worker to try again.
-func (w *worker) reapRecord(ctx context.Context, dir string, limit time.Duration) (ref tasks.LeaseRef, ok bool) {
-	log := w.log.With("record", dir)
+func (w *worker) reapRecord(ctx context.Context, path string, limit time.Duration) (ref tasks.LeaseRef, ok bool) {
+	log := w.log.With("record", path)
 	var rec runRecord
-	b, recErr := os.ReadFile(filepath.Join(dir, "attempt.json"))
+	b, recErr := os.ReadFile(path)
 	if recErr == nil {
-		recErr = json.Unmarshal(b, &rec)
+		line, _, _ := strings.Cut(string(b), "\n")
+		recErr = json.Unmarshal([]byte(line), &rec)
 	}
-	lock, lerr := watchdog.TryLock(filepath.Join(dir, "lock"))
+	lock, lerr := watchdog.TryLock(path)
 	if errors.Is(lerr, watchdog.ErrLocked) {
-		// A watchdog still runs: of a killed worker, still killing its
-		// attempt, or of a frozen one, whose attempt still runs.
-		wr, rerr := watchdog.ReadRecord(dir)
+		// A watchdog still runs the attempt: of a killed worker, still
+		// killing it, or of a frozen one, whose attempt still runs.
+		wr, rerr := watchdog.ReadRecord(path)
 		if rerr != nil {
-			log.Warn("a watchdog holds the record's lock but left no pid; leaving it", keyErr, rerr)
+			log.Warn("the run record is locked but names no watchdog; leaving it", keyErr, rerr)
 			return ref, false
 		}
 		log.Info("stopping the watchdog a previous worker left", "pid", wr.Pid)
 		wr.Terminate()
 		deadline, killed := time.Now().Add(limit), false
 		for {
-			lock, lerr = watchdog.TryLock(filepath.Join(dir, "lock"))
+			lock, lerr = watchdog.TryLock(path)
 			if !errors.Is(lerr, watchdog.ErrLocked) {
 				break
 			}
@@ -232,10 +236,10 @@ func (w *worker) reapRecord(ctx context.Context, dir string, limit time.Duration
 		return ref, false
 	}
 	defer lock.Close()
-	// The watchdog is gone. It killed its attempt, unless it was killed
+	// The attempt is over. Its watchdog killed it, unless it was killed
 	// itself: what is left is in its cgroup, or carries the attempt's
 	// work directory in its environment.
-	wr, _ := watchdog.ReadRecord(dir)
+	wr, _ := watchdog.ReadRecord(path)
 	if rec.WorkDir != "" || wr.Cgroup != "" {
 		marker := ""
 		if rec.WorkDir != "" {
@@ -255,7 +259,7 @@ func (w *worker) reapRecord(ctx context.Context, dir string, limit time.Duration
 			log.Warn("cannot remove an old attempt's work directory", "dir", rec.WorkDir, keyErr, err)
 		}
 	}
-	if err := os.RemoveAll(dir); err != nil {
+	if err := os.Remove(path); err != nil {
 		log.Warn("cannot remove the run record", keyErr, err)
 	}
 	if recErr != nil || rec.Lease.Task == 0 {

@@ -340,7 +340,7 @@ func (w *worker) deregister() {
 	// Told: their records have served.
 	for _, u := range dead {
 		if u.record != "" {
-			_ = os.RemoveAll(u.record)
+			_ = os.Remove(u.record)
 		}
 	}
 	w.log.Info("deregistered", "released", len(refs))

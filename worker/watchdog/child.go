@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -47,6 +48,8 @@ func Main() int {
 	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
 	msgs := make(chan control)
 	go readControl(ctl, msgs)
+	cg := &cgroupCache{fd: -1}
+	defer cg.drop()
 	for {
 		var m control
 		select {
@@ -66,7 +69,7 @@ func Main() int {
 			}
 			m = got
 		}
-		s := &supervisor{spec: *m.Run, seq: m.Seq, ctl: ctl, self: os.Getpid()}
+		s := &supervisor{spec: *m.Run, seq: m.Seq, ctl: ctl, self: os.Getpid(), cg: cg}
 		if !s.attempt(m.fds, sigs, msgs) {
 			return 0
 		}
@@ -121,8 +124,9 @@ type supervisor struct {
 	self int
 	pid  int // the command's main process
 
-	cgroup    string // the attempt's own cgroup, or ""
-	cgroupErr error  // why there is none though spec.Cgroup asked for one
+	cg        *cgroupCache // the watchdog's cgroup, kept between attempts
+	cgroup    string       // the attempt's cgroup, or ""
+	cgroupErr error        // why there is none though spec.Cgroup asked for one
 
 	mainDone   bool
 	status     syscall.WaitStatus
@@ -156,11 +160,10 @@ func (s *supervisor) attempt(fds []int, sigs <-chan os.Signal, msgs <-chan contr
 	if err != nil {
 		lock.Close()
 		report(s.ctl, eventMsg{Ev: "error", Err: err.Error()})
-		s.removeCgroup()
 		return true
 	}
-	if s.spec.RecordDir != "" {
-		s.writeRecord()
+	if s.spec.Record {
+		writeRecord(lock, s.self, s.cgroup)
 	}
 	report(s.ctl, eventMsg{Ev: "started", Pid: s.pid, Containment: s.containment()})
 	s.run(sigs, msgs)
@@ -170,17 +173,6 @@ func (s *supervisor) attempt(fds []int, sigs <-chan os.Signal, msgs <-chan contr
 	lock.Close()
 	report(s.ctl, eventMsg{Ev: "exited", Status: int(s.status), Cause: s.cause, Stragglers: s.stragglers, Err: s.err})
 	return !s.orphaned && !s.terminated && s.err == ""
-}
-
-// writeRecord writes the watchdog's pid and the attempt's cgroup where a
-// later worker looks for them (see Record). A failure leaves that worker
-// to find the attempt's processes by their environment.
-func (s *supervisor) writeRecord() {
-	p := filepath.Join(s.spec.RecordDir, recordFile)
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%d %s\n", s.self, s.cgroup)), 0o600); err == nil {
-		_ = os.Rename(tmp, p)
-	}
 }
 
 func (s *supervisor) containment() string {
@@ -209,20 +201,19 @@ func (s *supervisor) start(stdout, stderr *os.File) error {
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	}
 	if s.spec.Cgroup != "" {
-		dir, fd, err := makeCgroup(s.spec.Cgroup, s.spec.Name)
+		cg, err := s.cg.get(s.spec.Cgroup)
 		if err == nil {
-			attr.Sys.UseCgroupFD, attr.Sys.CgroupFD = true, fd
+			attr.Sys.UseCgroupFD, attr.Sys.CgroupFD = true, cg.fd
 			p, err := os.StartProcess(s.spec.Path, s.spec.Args, attr)
-			unix.Close(fd)
 			if err == nil {
-				s.cgroup, s.pid = dir, p.Pid
+				s.cgroup, s.pid = cg.dir, p.Pid
 				_ = p.Release() // reaped by pid (wait4), not through its pidfd
 				return nil
 			}
-			_ = os.Remove(dir)
 			if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.EOPNOTSUPP) {
 				return err // the program itself cannot be run
 			}
+			s.cg.drop()
 			attr.Sys.UseCgroupFD, attr.Sys.CgroupFD = false, 0
 		}
 		s.cgroupErr = err
@@ -387,9 +378,6 @@ func (s *supervisor) cleanup(sigs <-chan os.Signal, msgs <-chan control) {
 		case <-tick.C:
 		}
 	}
-	if s.err == "" {
-		s.removeCgroup()
-	}
 }
 
 // signalAll sends sig to every process of the attempt (its process
@@ -422,16 +410,41 @@ func (s *supervisor) cgroupEmpty() bool {
 	return s.cgroup == "" || !cgroupPopulated(s.cgroup)
 }
 
-func (s *supervisor) removeCgroup() {
-	if s.cgroup == "" {
+// cgroupCache is the watchdog's cgroup, made for its first attempt and
+// used by the next ones (each ends with it empty), so that an attempt
+// costs no mkdir and rmdir; it goes when the watchdog exits.
+type cgroupCache struct {
+	dir, parent string
+	fd          int
+}
+
+// get returns the cgroup under parent, making it if need be.
+func (c *cgroupCache) get(parent string) (*cgroupCache, error) {
+	if c.dir != "" && c.parent == parent && !cgroupPopulated(c.dir) {
+		return c, nil
+	}
+	c.drop()
+	dir, fd, err := makeCgroup(parent, "wd"+strconv.Itoa(os.Getpid()))
+	if err != nil {
+		return nil, err
+	}
+	c.dir, c.parent, c.fd = dir, parent, fd
+	return c, nil
+}
+
+// drop removes the cgroup, once the kernel lets go of its last exited
+// process.
+func (c *cgroupCache) drop() {
+	if c.dir == "" {
 		return
 	}
-	// The kernel may take a moment to let go of the last exited process.
+	unix.Close(c.fd)
 	for i := 0; i < 50; i++ {
-		err := os.Remove(s.cgroup)
+		err := os.Remove(c.dir)
 		if err == nil || errors.Is(err, os.ErrNotExist) {
-			return
+			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	c.dir, c.parent, c.fd = "", "", -1
 }

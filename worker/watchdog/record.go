@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,36 +14,53 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// recordFile is the file in Spec.RecordDir that a watchdog writes.
-const recordFile = "watchdog"
+// recordPrefix starts the line a watchdog appends to an attempt's run
+// record (Spec.Record).
+const recordPrefix = childName + " "
 
-// Record is what a watchdog wrote in its Spec.RecordDir.
+// Record is what a watchdog wrote in an attempt's run record.
 type Record struct {
 	Pid    int    // the watchdog's
 	Cgroup string // the attempt's cgroup, or ""
 }
 
-// ReadRecord reads the record a watchdog wrote in dir. It fails with an
-// error wrapping os.ErrNotExist when there is none (the watchdog did not
-// get that far).
-func ReadRecord(dir string) (Record, error) {
-	b, err := os.ReadFile(filepath.Join(dir, recordFile))
+// writeRecord appends the watchdog's line to the record f; a failure
+// leaves a later worker to find the attempt's processes by their
+// environment.
+func writeRecord(f *os.File, pid int, cgroup string) {
+	if _, err := f.Seek(0, io.SeekEnd); err == nil {
+		_, _ = fmt.Fprintf(f, "%s%d %s\n", recordPrefix, pid, cgroup)
+	}
+}
+
+// ReadRecord reads the line a watchdog appended to the run record at
+// path. It fails with an error wrapping os.ErrNotExist when there is none
+// (the watchdog did not get that far).
+func ReadRecord(path string) (Record, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return Record{}, err
 	}
-	f := strings.Fields(string(b))
-	if len(f) < 1 {
-		return Record{}, fmt.Errorf("watchdog record in %s is empty", dir)
+	for _, line := range strings.Split(string(b), "\n") {
+		rest, ok := strings.CutPrefix(line, recordPrefix)
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 1 {
+			break
+		}
+		pid, err := strconv.Atoi(f[0])
+		if err != nil || pid <= 1 {
+			return Record{}, fmt.Errorf("run record %s: bad watchdog pid %q", path, f[0])
+		}
+		r := Record{Pid: pid}
+		if len(f) > 1 {
+			r.Cgroup = f[1]
+		}
+		return r, nil
 	}
-	pid, err := strconv.Atoi(f[0])
-	if err != nil || pid <= 1 {
-		return Record{}, fmt.Errorf("watchdog record in %s: bad pid %q", dir, f[0])
-	}
-	r := Record{Pid: pid}
-	if len(f) > 1 {
-		r.Cgroup = f[1]
-	}
-	return r, nil
+	return Record{}, fmt.Errorf("run record %s names no watchdog: %w", path, os.ErrNotExist)
 }
 
 // Terminate asks the watchdog of r to kill its attempt and exit, with

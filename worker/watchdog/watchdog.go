@@ -98,11 +98,11 @@ type Spec struct {
 	// flock on it held) for as long as the attempt lives: a worker that
 	// finds the lock free knows the attempt is over.
 	Lock *os.File
-	// RecordDir, if set, is a directory where the watchdog writes, once
-	// the command runs, the file "watchdog": its own pid and the
-	// attempt's cgroup ("" for none), for a later worker to find it by
-	// (see Record).
-	RecordDir string
+	// Record, with Lock, makes the watchdog append to Lock, once the
+	// command runs, a line with its own pid and the attempt's cgroup, for
+	// a later worker to find it by (see ReadRecord): Lock is then the
+	// attempt's run record.
+	Record bool
 }
 
 // Exit is how an attempt ended.
@@ -148,7 +148,7 @@ type runMsg struct {
 	Deadline   int64         `json:"deadline,omitempty"`
 	Cgroup     string        `json:"cgroup,omitempty"`
 	Name       string        `json:"name"`
-	RecordDir  string        `json:"record_dir,omitempty"`
+	Record     bool          `json:"record,omitempty"`
 }
 
 type eventMsg struct {
@@ -402,7 +402,7 @@ func (w *Watchdog) Run(s Spec) (*Attempt, error) {
 	msg := ctlMsg{Op: "run", Seq: a.seq, Run: &runMsg{
 		Path: s.Path, Args: s.Args, Env: s.Env, Dir: s.Dir,
 		Timeout: s.Timeout, Grace: s.Grace, LeaseGrace: s.LeaseGrace,
-		Deadline: mono(s.Deadline), Cgroup: s.Cgroup, Name: s.Name, RecordDir: s.RecordDir,
+		Deadline: mono(s.Deadline), Cgroup: s.Cgroup, Name: s.Name, Record: s.Record && s.Lock != nil,
 	}}
 	if err := w.write(msg, fds...); err != nil {
 		w.markBroken("cannot talk to it: " + err.Error())

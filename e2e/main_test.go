@@ -20,6 +20,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/mitolab/mito/internal/testbin"
 	"github.com/mitolab/mito/tasks"
 )
 
@@ -27,31 +28,12 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "mito-e2e-bin-")
+	dir, err := testbin.Build("../cmd", "mito-e2e-bin-")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintln(os.Stderr, "build binaries:", err)
 		os.Exit(1)
 	}
 	bin = dir
-	// mito-shim-linux-<arch> is the static shim pushed to SSH hosts, as
-	// `make build` makes it.
-	for _, b := range []struct {
-		out string
-		env []string
-		pkg []string
-	}{
-		{dir + "/", nil, []string{"../cmd/mito", "../cmd/mito-shim"}},
-		{dir + "/mito-shim-linux-" + runtime.GOARCH, []string{"CGO_ENABLED=0"}, []string{"../cmd/mito-shim"}},
-	} {
-		build := exec.Command("go", append([]string{"build", "-trimpath", "-o", b.out}, b.pkg...)...)
-		build.Env = append(os.Environ(), b.env...)
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build binaries:", err)
-			os.RemoveAll(dir)
-			os.Exit(1)
-		}
-	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

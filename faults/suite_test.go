@@ -21,6 +21,7 @@ import (
 
 	"github.com/mitolab/mito/client"
 	"github.com/mitolab/mito/faults/ledger"
+	"github.com/mitolab/mito/internal/testbin"
 	"github.com/mitolab/mito/tasks"
 )
 
@@ -28,29 +29,12 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "mito-faults-bin-")
+	dir, err := testbin.Build("../cmd", "mito-faults-bin-")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintln(os.Stderr, "build binaries:", err)
 		os.Exit(1)
 	}
 	bin = dir
-	for _, b := range []struct {
-		out string
-		env []string
-		pkg []string
-	}{
-		{dir + "/", nil, []string{"../cmd/mito"}},
-		{dir + "/mito-shim-linux-" + runtime.GOARCH, []string{"CGO_ENABLED=0"}, []string{"../cmd/mito-shim"}},
-	} {
-		build := exec.Command("go", append([]string{"build", "-trimpath", "-o", b.out}, b.pkg...)...)
-		build.Env = append(os.Environ(), b.env...)
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build binaries:", err)
-			os.RemoveAll(dir)
-			os.Exit(1)
-		}
-	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

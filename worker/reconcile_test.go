@@ -73,6 +73,51 @@ func liveOf(pids []int) []int {
 	return live
 }
 
+// leaver is a real shim running leaverScript's first attempt.
+type leaver struct {
+	f           *fakeCoord
+	p           *shimProc
+	argv        []string
+	work, cache string
+	id          tasks.ID
+	pids        []int // the task's main process, setsid child and daemon
+}
+
+// startLeaver starts a shim with a run scope and a leaverScript task, and
+// returns once the task's three processes run.
+func startLeaver(t *testing.T) *leaver {
+	t.Helper()
+	bins, err := shimBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &leaver{f: newFake(t, reconcileReg()), argv: bins["mito-shim"], work: t.TempDir(), cache: t.TempDir()}
+	d := t.TempDir()
+	l.p = startShimIn(t, l.f, l.argv, "", l.work, l.cache)
+	l.id = l.f.submit(tasks.Spec{Shell: leaverScript, Env: map[string]string{"D": d}})
+	l.pids = waitPids(t, d, "main", "setsid", "daemon")
+	t.Cleanup(func() {
+		for _, pid := range l.pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	return l
+}
+
+// record returns the path of the task's first attempt's run record, and
+// what its watchdog wrote there, once it has.
+func (l *leaver) record(t *testing.T) (string, watchdog.Record) {
+	t.Helper()
+	path := filepath.Join(l.cache, "mito", "run", "c0ffee-test-host", strconv.FormatInt(int64(l.id), 10)+"-1.run")
+	var wr watchdog.Record
+	waitFor(t, 10*time.Second, "the watchdog writes its record", func() bool {
+		var err error
+		wr, err = watchdog.ReadRecord(path)
+		return err == nil
+	})
+	return path, wr
+}
+
 // TestShimKilledLeavesNothing SIGKILLs a shim while its task (with a
 // setsid child and a double-forked daemon, deaf to SIGTERM) runs: the
 // watchdog kills all of it by itself, and the next shim on the host finds
@@ -80,20 +125,8 @@ func liveOf(pids []int) []int {
 // next attempt.
 func TestShimKilledLeavesNothing(t *testing.T) {
 	t.Parallel()
-	bins, err := shimBinaries()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFake(t, reconcileReg())
-	work, cache, d := t.TempDir(), t.TempDir(), t.TempDir()
-	p := startShimIn(t, f, bins["mito-shim"], "", work, cache)
-	id := f.submit(tasks.Spec{Shell: leaverScript, Env: map[string]string{"D": d}})
-	pids := waitPids(t, d, "main", "setsid", "daemon")
-	t.Cleanup(func() {
-		for _, pid := range pids {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
+	l := startLeaver(t)
+	f, p, id, pids, work, cache := l.f, l.p, l.id, l.pids, l.work, l.cache
 	records, _ := filepath.Glob(filepath.Join(cache, "mito", "run", "c0ffee-test-host", "*.run"))
 	if len(records) != 1 {
 		t.Fatalf("run records %v; want the running attempt's", records)
@@ -107,7 +140,7 @@ func TestShimKilledLeavesNothing(t *testing.T) {
 	// after the lease grace (a tenth of the 10s lease).
 	waitFor(t, 30*time.Second, "the attempt dies without its shim", func() bool { return len(liveOf(pids)) == 0 })
 
-	p2 := startShimIn(t, f, bins["mito-shim"], "", work, cache)
+	p2 := startShimIn(t, f, l.argv, "", work, cache)
 	res := f.waitResult(t, id, 30*time.Second)
 	if res.State != tasks.Succeeded {
 		t.Errorf("task after the shim was killed: %s (%s); want its second attempt to succeed", res.State, res.Error)
@@ -136,26 +169,9 @@ func TestShimKilledLeavesNothing(t *testing.T) {
 // processes carry in their environment.
 func TestWatchdogKilledLeftoversReaped(t *testing.T) {
 	t.Parallel()
-	bins, err := shimBinaries()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFake(t, reconcileReg())
-	work, cache, d := t.TempDir(), t.TempDir(), t.TempDir()
-	p := startShimIn(t, f, bins["mito-shim"], "", work, cache)
-	id := f.submit(tasks.Spec{Shell: leaverScript, Env: map[string]string{"D": d}})
-	pids := waitPids(t, d, "main", "setsid", "daemon")
-	t.Cleanup(func() {
-		for _, pid := range pids {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
-	recPath := filepath.Join(cache, "mito", "run", "c0ffee-test-host", strconv.FormatInt(int64(id), 10)+"-1.run")
-	var wr watchdog.Record
-	waitFor(t, 10*time.Second, "the watchdog writes its record", func() bool {
-		wr, err = watchdog.ReadRecord(recPath)
-		return err == nil
-	})
+	l := startLeaver(t)
+	f, p, id, pids, work, cache := l.f, l.p, l.id, l.pids, l.work, l.cache
+	_, wr := l.record(t)
 	// Frozen first, the shim cannot see its watchdog die (and kill what
 	// is left itself, as it would).
 	for _, k := range []struct {
@@ -172,7 +188,7 @@ func TestWatchdogKilledLeftoversReaped(t *testing.T) {
 		t.Fatalf("live after the watchdog was killed: %v of %v; want all three (nothing killed them)", live, pids)
 	}
 
-	startShimIn(t, f, bins["mito-shim"], "", work, cache)
+	startShimIn(t, f, l.argv, "", work, cache)
 	if res := f.waitResult(t, id, 30*time.Second); res.State != tasks.Succeeded {
 		t.Errorf("task: %s (%s); want its second attempt to succeed", res.State, res.Error)
 	}
@@ -193,26 +209,9 @@ func TestWatchdogKilledLeftoversReaped(t *testing.T) {
 // it failed, saying why.
 func TestWatchdogKilledShimCleansUp(t *testing.T) {
 	t.Parallel()
-	bins, err := shimBinaries()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFake(t, reconcileReg())
-	work, cache, d := t.TempDir(), t.TempDir(), t.TempDir()
-	startShimIn(t, f, bins["mito-shim"], "", work, cache)
-	id := f.submit(tasks.Spec{Shell: leaverScript, Env: map[string]string{"D": d}})
-	pids := waitPids(t, d, "main", "setsid", "daemon")
-	t.Cleanup(func() {
-		for _, pid := range pids {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
-	recPath := filepath.Join(cache, "mito", "run", "c0ffee-test-host", strconv.FormatInt(int64(id), 10)+"-1.run")
-	var wr watchdog.Record
-	waitFor(t, 10*time.Second, "the watchdog writes its record", func() bool {
-		wr, err = watchdog.ReadRecord(recPath)
-		return err == nil
-	})
+	l := startLeaver(t)
+	f, id, pids := l.f, l.id, l.pids
+	_, wr := l.record(t)
 	if err := syscall.Kill(wr.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -47,20 +47,26 @@ func descendants(root int) []int {
 	return out
 }
 
-// parentOf reads a process's parent pid from /proc/PID/stat. The command
-// name may hold spaces and parentheses, so the fields start after the
-// last ')'.
-func parentOf(pid int) (int, bool) {
+// statFields returns the fields of /proc/PID/stat after the command name
+// (state, ppid, pgrp, ...). The name may hold spaces and parentheses, so
+// the fields start after the last ')'.
+func statFields(pid int) ([][]byte, bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, false
+		return nil, false
 	}
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, false
+		return nil, false
 	}
 	f := bytes.Fields(b[i+1:])
-	if len(f) < 2 {
+	return f, len(f) >= 2
+}
+
+// parentOf reads a process's parent pid.
+func parentOf(pid int) (int, bool) {
+	f, ok := statFields(pid)
+	if !ok {
 		return 0, false
 	}
 	ppid, err := strconv.Atoi(string(f[1]))

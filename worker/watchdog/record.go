@@ -157,17 +157,13 @@ func withEnv(kv string) []int {
 	return out
 }
 
-// procState returns a process's state letter from /proc/PID/stat.
+// procState returns a process's state letter ('R', 'S', 'Z', ...).
 func procState(pid int) (byte, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
+	f, ok := statFields(pid)
+	if !ok || len(f[0]) == 0 {
 		return 0, false
 	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return 0, false
-	}
-	return b[i+2], true
+	return f[0][0], true
 }
 
 // ErrLocked is returned by TryLock when another process holds the lock.

@@ -179,19 +179,24 @@ func (s *Store) Finish(ctx context.Context, ref tasks.LeaseRef, r tasks.Result) 
 	return tasks.Task{}, tasks.Errorf(tasks.EStaleLease, "task %d attempt %d: lease is no longer current", ref.Task, ref.Attempt)
 }
 
+// lostSet ends an attempt its host lost: the task is queued again, and
+// the next claim counts the new attempt, or it fails when it has used all
+// its attempts, saying why ($2, "lease expired") and when ($1). Its
+// columns name their table, for an UPDATE with a FROM.
+const lostSet = `state = CASE WHEN tasks.attempt < tasks.max_attempts THEN 'queued' ELSE 'failed' END,
+	error = CASE WHEN tasks.attempt < tasks.max_attempts THEN '' ELSE 'host lost: ' || $2::text || ' on attempt ' || tasks.attempt END,
+	finished_at = CASE WHEN tasks.attempt < tasks.max_attempts THEN NULL ELSE $1::timestamptz END,
+	lease_token = NULL,
+	lease_expires = NULL`
+
 // RequeueExpired sends running tasks whose lease ran out back to the
 // queue, or fails them when they have used all their attempts. A task
 // finished concurrently no longer matches once its row lock is released,
 // so it is left alone.
 func (s *Store) RequeueExpired(ctx context.Context, at time.Time) ([]tasks.Task, error) {
-	rows, err := s.pool.Query(ctx, `UPDATE tasks SET
-		state = CASE WHEN attempt < max_attempts THEN 'queued' ELSE 'failed' END,
-		error = CASE WHEN attempt < max_attempts THEN '' ELSE 'host lost: lease expired on attempt ' || attempt END,
-		finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE $1::timestamptz END,
-		lease_token = NULL,
-		lease_expires = NULL
+	rows, err := s.pool.Query(ctx, `UPDATE tasks SET `+lostSet+`
 		WHERE state = 'running' AND lease_expires < $1::timestamptz
-		RETURNING `+cols, at)
+		RETURNING `+cols, at, "lease expired")
 	if err != nil {
 		return nil, fmt.Errorf("requeue expired tasks: %w", err)
 	}
@@ -216,16 +221,11 @@ func (s *Store) ReleaseLeases(ctx context.Context, host string, refs []tasks.Lea
 	for i, r := range refs {
 		ids[i], attempts[i], tokens[i] = int64(r.Task), int32(r.Attempt), r.Token
 	}
-	rows, err := s.pool.Query(ctx, `UPDATE tasks SET
-		state = CASE WHEN tasks.attempt < tasks.max_attempts THEN 'queued' ELSE 'failed' END,
-		error = CASE WHEN tasks.attempt < tasks.max_attempts THEN '' ELSE 'host lost: ' || $1::text || ' on attempt ' || tasks.attempt END,
-		finished_at = CASE WHEN tasks.attempt < tasks.max_attempts THEN NULL ELSE $2::timestamptz END,
-		lease_token = NULL,
-		lease_expires = NULL
+	rows, err := s.pool.Query(ctx, `UPDATE tasks SET `+lostSet+`
 		FROM unnest($3::bigint[], $4::int[], $5::text[]) AS r(id, attempt, token)
 		WHERE tasks.id = r.id AND tasks.state = 'running' AND tasks.attempt = r.attempt
 		  AND tasks.lease_token = r.token AND tasks.host = $6
-		RETURNING `+taskCols("tasks."), reason, at, ids, attempts, tokens, host)
+		RETURNING `+taskCols("tasks."), at, reason, ids, attempts, tokens, host)
 	if err != nil {
 		return nil, fmt.Errorf("release leases: %w", err)
 	}

@@ -106,17 +106,24 @@ const (
 
 	fenceSQL = `SELECT state, attempt, lease_token FROM tasks WHERE id = ?`
 
-	// requeueSQL fails a task whose last attempt was lost, and queues the
-	// others again; the next claim counts the new attempt.
-	requeueSQL = `UPDATE tasks SET
-	state = CASE WHEN attempt < max_attempts THEN 'queued' ELSE 'failed' END,
-	error = CASE WHEN attempt < max_attempts THEN '' ELSE 'host lost: lease expired on attempt ' || attempt END,
-	finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE ?1 END,
-	lease_token = NULL,
-	lease_expires = NULL
-	WHERE state = 'running' AND lease_expires < ?1
+	// requeueSQL ends the attempts whose leases ran out.
+	requeueSQL = `UPDATE tasks SET ` + lostSet + ` WHERE state = 'running' AND lease_expires < ?1
+	RETURNING ` + taskCols
+
+	// releaseSQL ends one attempt that its host reports dead.
+	releaseSQL = `UPDATE tasks SET ` + lostSet + `
+	WHERE id = ?3 AND state = 'running' AND attempt = ?4 AND lease_token = ?5 AND host = ?6
 	RETURNING ` + taskCols
 )
+
+// lostSet ends an attempt its host lost: the task is queued again, and
+// the next claim counts the new attempt, or it fails when it has used
+// all its attempts, saying why (?2, "lease expired") and when (?1).
+const lostSet = `state = CASE WHEN attempt < max_attempts THEN 'queued' ELSE 'failed' END,
+	error = CASE WHEN attempt < max_attempts THEN '' ELSE 'host lost: ' || ?2 || ' on attempt ' || attempt END,
+	finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE ?1 END,
+	lease_token = NULL,
+	lease_expires = NULL`
 
 // Renew extends the current leases among refs and returns the others.
 func (s *Store) Renew(ctx context.Context, refs []tasks.LeaseRef, at time.Time, ttl time.Duration) ([]tasks.LeaseRef, error) {
@@ -199,7 +206,7 @@ func fence(ctx context.Context, tx wtx, ref tasks.LeaseRef) error {
 func (s *Store) RequeueExpired(ctx context.Context, at time.Time) ([]tasks.Task, error) {
 	var out []tasks.Task
 	err := s.write(ctx, "requeue expired tasks", func(tx wtx) error {
-		rows, err := tx.QueryContext(ctx, requeueSQL, micros(at))
+		rows, err := tx.QueryContext(ctx, requeueSQL, micros(at), "lease expired")
 		if err != nil {
 			return err
 		}
@@ -213,16 +220,6 @@ func (s *Store) RequeueExpired(ctx context.Context, at time.Time) ([]tasks.Task,
 	return out, nil
 }
 
-// releaseSQL is requeueSQL for one attempt that its host reports dead.
-const releaseSQL = `UPDATE tasks SET
-	state = CASE WHEN attempt < max_attempts THEN 'queued' ELSE 'failed' END,
-	error = CASE WHEN attempt < max_attempts THEN '' ELSE 'host lost: ' || ?1 || ' on attempt ' || attempt END,
-	finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE ?2 END,
-	lease_token = NULL,
-	lease_expires = NULL
-	WHERE id = ?3 AND state = 'running' AND attempt = ?4 AND lease_token = ?5 AND host = ?6
-	RETURNING ` + taskCols
-
 // ReleaseLeases ends the current attempts among refs that host holds.
 func (s *Store) ReleaseLeases(ctx context.Context, host string, refs []tasks.LeaseRef, reason string, at time.Time) ([]tasks.Task, error) {
 	if len(refs) == 0 {
@@ -231,7 +228,7 @@ func (s *Store) ReleaseLeases(ctx context.Context, host string, refs []tasks.Lea
 	var out []tasks.Task
 	err := s.write(ctx, "release leases", func(tx wtx) error {
 		for _, ref := range refs {
-			t, err := scanTask(tx.QueryRowContext(ctx, releaseSQL, reason, micros(at), int64(ref.Task), ref.Attempt, ref.Token, host))
+			t, err := scanTask(tx.QueryRowContext(ctx, releaseSQL, micros(at), reason, int64(ref.Task), ref.Attempt, ref.Token, host))
 			if errors.Is(err, sql.ErrNoRows) {
 				continue
 			}

@@ -218,10 +218,14 @@ func (l *lab) get(id tasks.ID) tasks.Task {
 	return t
 }
 
-// waitFor polls until the task is in one of the states.
+// waitFor polls until the task is in one of the states. It fails when
+// the task has not moved (its state, attempt or host) for timeout: a test
+// bounded by progress, so that a loaded machine slows it down without
+// failing it.
 func (l *lab) waitFor(id tasks.ID, timeout time.Duration, states ...tasks.State) tasks.Task {
 	l.t.Helper()
 	deadline := time.Now().Add(timeout)
+	var last tasks.Task
 	for {
 		t := l.get(id)
 		for _, s := range states {
@@ -229,8 +233,11 @@ func (l *lab) waitFor(id tasks.ID, timeout time.Duration, states ...tasks.State)
 				return t
 			}
 		}
+		if t.State != last.State || t.Attempt != last.Attempt || t.Host != last.Host {
+			last, deadline = t, time.Now().Add(timeout)
+		}
 		if time.Now().After(deadline) {
-			l.t.Fatalf("task %d is %s after %s; want %v", id, t.State, timeout, states)
+			l.t.Fatalf("task %d is %s, unchanged for %s; want %v", id, t.State, timeout, states)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

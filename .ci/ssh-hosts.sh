@@ -22,7 +22,8 @@
 # The addresses and namespace names are global to the machine, so only one
 # run holds them at a time: "up" takes them under a lock, records itself in
 # /run/mito-ci-ssh/owner, and waits (MITO_CI_SSH_WAIT seconds, default 900)
-# while another live run holds them. "down" stops the sshd of this $LAB by
+# while another live run holds them (a make test whose process lives, or a
+# services-up by hand whose sshd do); a dead run's hosts it takes over. "down" stops the sshd of this $LAB by
 # its pidfiles and, if this $LAB is the owner, deletes the namespaces and
 # veths; it is safe to run twice. Needs root; without it "up" says so and
 # starts nothing.
@@ -70,7 +71,7 @@ stop_sshd() {
   [ -f "$d/sshd.pid" ] || return 0
   pid=$(cat "$d/sshd.pid" 2>/dev/null || true)
   listen=$(cat "$d/listen" 2>/dev/null || true)   # "ADDR:PORT [NS]"
-  if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-f $d/sshd_config"; then
+  if [ -n "$pid" ] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "-f $d/sshd_config"; then
     kill "$pid" 2>/dev/null || true
     # shellcheck disable=SC2086
     set -- $listen
@@ -110,6 +111,23 @@ delete_netns() {
 # owner: "LAB PID" of the run that holds the addresses, or nothing.
 owner() { cat "$STATE/owner" 2>/dev/null || true; }
 
+# owner_live LAB PID: whether the run that owns the addresses is still
+# there. A make test records its pid; a services-up by hand records 0, and
+# is there while any of its sshd is (its pidfiles, checked as stop_sshd
+# does, since a pid may be reused).
+owner_live() {
+  local lab=$1 pid=$2 f p
+  if [ "$pid" != 0 ]; then kill -0 "$pid" 2>/dev/null; return; fi
+  for f in "$lab"/ssh/*/sshd.pid; do
+    [ -f "$f" ] || continue
+    p=$(cat "$f" 2>/dev/null || true)
+    if [ -n "$p" ] && tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -qF -- "-f $(dirname "$f")/sshd_config"; then
+      return 0
+    fi
+  done
+  return 1
+}
+
 # lock: hold $STATE/lock on fd 9 (released when this process exits).
 lock() {
   mkdir -p -m 0755 "$STATE"
@@ -144,7 +162,7 @@ remove_cgroup() {
   local cg=$1 d
   [ -d "$cg" ] || return 0
   for d in $(find "$cg" -depth -type d 2>/dev/null); do
-    [ -f "$d/cgroup.kill" ] && echo 1 >"$d/cgroup.kill" 2>/dev/null
+    if [ -f "$d/cgroup.kill" ]; then echo 1 2>/dev/null >"$d/cgroup.kill" || true; fi
     for _ in $(seq 50); do rmdir "$d" 2>/dev/null && break; sleep 0.05; done
   done
 }
@@ -194,15 +212,17 @@ acquire() {
     set -- $(owner)
     olab=${1:-} opid=${2:-0}
     if [ -n "$olab" ] && [ "$olab" != "$LAB" ]; then
-      if [ "$opid" != 0 ] && ! kill -0 "$opid" 2>/dev/null; then
-        # The make test that started them is gone (killed before its
-        # trap could run services-down): its hosts are leftovers.
+      if ! owner_live "$olab" "$opid"; then
+        # The run that started them is gone (a make test killed before its
+        # trap could run services-down, or a services-up by hand whose
+        # sshd died with its session): its hosts are leftovers.
         echo "[services] ssh: reclaiming the hosts of a finished run (LAB=$olab, pid $opid)"
         unlock
         LAB=$olab bash "$0" down
         continue
       fi
-      why="held by the run with LAB=$olab$([ "$opid" != 0 ] && echo " (pid $opid)")"
+      why="held by the run with LAB=$olab"
+      if [ "$opid" != 0 ]; then why="$why (pid $opid)"; fi
     elif [ "$olab" = "$LAB" ]; then
       delete_netns; rm -f "$STATE/owner"      # our own leftovers
     fi
